@@ -1,0 +1,116 @@
+"""Where a server runs. Today: the host itself. A Slurm job (or PBS, Kubernetes) plugs in
+behind the same methods, so the supervisor in `session` never changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from labhop import remote
+from labhop.errors import (
+    EnvNotFoundError,
+    JupyterNotFoundError,
+    RemoteError,
+    RootDirMissingError,
+)
+from labhop.ssh import Connection
+
+_LOGGER = logging.getLogger(__name__)
+
+_SENTINELS: dict[int, type[RemoteError]] = {
+    remote.Exit.ENV_NOT_FOUND: EnvNotFoundError,
+    remote.Exit.JUPYTER_NOT_FOUND: JupyterNotFoundError,
+    remote.Exit.ROOT_DIR_MISSING: RootDirMissingError,
+    remote.Exit.STATE_UNUSABLE: RemoteError,
+}
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server as the remote reported it."""
+
+    name: str
+    token: str
+    endpoint: str  # "unix:/path" or "tcp:HOST:PORT"
+    pid: str
+    node: str
+    existing: bool
+
+    @property
+    def transport(self) -> str:
+        return self.endpoint.partition(":")[0]
+
+    def forward_target(self) -> str:
+        """The remote end of `ssh -L`: a socket path, or host:port."""
+        return self.endpoint.partition(":")[2]
+
+
+@dataclass(frozen=True)
+class Status:
+    known: bool
+    alive: bool
+    listening: bool | None
+    log: str
+
+
+def script_failure(result_stdout: str, result_stderr: str, returncode: int,
+                   what: str) -> RemoteError:
+    """Map a script's exit code and `labhop:error=` line to the matching error."""
+    output = remote.parse_output(result_stdout)
+    message = output.get("error")
+    error_type = _SENTINELS.get(returncode, RemoteError)
+    if not message:
+        lines = [line for line in result_stderr.splitlines() if line.strip()]
+        tail = lines[-1].strip() if lines else f"exit status {returncode}"
+        message = f"{what} failed on the remote: {tail}"
+    return error_type(message)
+
+
+class HostBackend:
+    """The server runs on the host we ssh into, detached from the connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def launch(self, request: remote.LaunchRequest) -> Server:
+        result = self.conn.run_script(remote.launch_script(request), login=True)
+        if result.returncode != 0:
+            raise script_failure(result.stdout, result.stderr, result.returncode,
+                                 "starting Jupyter")
+        fields = remote.parse_output(result.stdout)
+        if not fields.get("pid") or not fields.get("endpoint"):
+            raise RemoteError(
+                "the remote start script printed no server details; run with --debug to see "
+                "what the remote shell printed"
+            )
+        return Server(
+            name=request.name,
+            token=fields.get("token"),
+            endpoint=fields.get("endpoint"),
+            pid=fields.get("pid"),
+            node=fields.get("node"),
+            existing=fields.get("existing") == "1",
+        )
+
+    def status(self, name: str, *, with_log: bool = False) -> Status:
+        result = self.conn.run_script(remote.status_script(name, with_log=with_log))
+        if result.returncode != 0:
+            raise script_failure(result.stdout, result.stderr, result.returncode,
+                                 "checking the server")
+        output = remote.parse_output(result.stdout)
+        listening = output.get("listening")
+        return Status(
+            known=output.get("known") == "1",
+            alive=output.get("alive") == "1",
+            listening=None if listening == "" else listening == "1",
+            log=output.log,
+        )
+
+    def stop(self, name: str, *, grace_s: float = 5.0, expect_id: str = "") -> remote.ScriptOutput:
+        script = remote.stop_script(name, grace_s=grace_s, expect_id=expect_id)
+        result = self.conn.run_script(script, timeout=90)
+        if result.returncode != 0:
+            raise script_failure(result.stdout, result.stderr, result.returncode,
+                                 "stopping the server")
+        return remote.parse_output(result.stdout)

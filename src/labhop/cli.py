@@ -1,0 +1,219 @@
+"""Commands and options: turns arguments into a request, runs it, prints the outcome.
+
+The only module that exits the process: every `LabhopError` is caught once in `main`
+and becomes one line on stderr and its documented exit status.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from labhop import __version__
+from labhop.errors import ExitStatus, LabhopError
+from labhop.remote import APPS, parse_env_spec
+from labhop.session import Session, StartRequest, validate_name
+from labhop.ssh import Target
+from labhop.ui import UI
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_IDLE_TIMEOUT = "6h"
+DEFAULT_START_TIMEOUT = "120s"
+
+EXIT_CODES_HELP = """\b
+Exit status:
+   0  done (also after Ctrl+C once the server was ready)
+   2  bad command line        3  bad configuration
+   9  no ssh client          10  unknown host
+  11  cannot connect         12  authentication refused
+  13  host key unknown or changed
+  14  other ssh failure      20  environment not found
+  21  jupyter not found      22  server root (--dir) missing
+  23  server exited during start-up
+  24  server did not answer in time (--timeout)
+  25  local port unusable    26  other remote failure
+ 130  interrupted before the server was ready
+"""
+
+
+def parse_duration(text: str) -> int:
+    """'90', '90s', '30m', '4h', '1d' -> seconds; '0' disables."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 4h or 0")
+    value, unit = int(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def ssh_options(func: F) -> F:
+    """The ssh options people already know; everything else comes from ~/.ssh/config."""
+    options = [
+        click.option("-F", "config_file", metavar="FILE", help="ssh config file (ssh -F)."),
+        click.option("-J", "jump", metavar="JUMP", help="Jump host(s), comma-separated (ssh -J)."),
+        click.option("-i", "identity", metavar="KEY", multiple=True,
+                     help="Identity (private key) file (ssh -i); repeatable."),
+        click.option("-l", "login", metavar="USER", help="Remote user name (ssh -l)."),
+        click.option("-p", "ssh_port", metavar="PORT", type=click.IntRange(1, 65535),
+                     help="Remote sshd port (ssh -p)."),
+        click.option("-o", "ssh_option", metavar="OPTION", multiple=True,
+                     help="Any ssh option, e.g. -o ProxyJump=bastion; repeatable (ssh -o)."),
+        click.option("--debug", is_flag=True,
+                     help="Log every ssh command and remote answer; show tracebacks."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def make_target(host: str, params: dict[str, Any]) -> Target:
+    return Target(
+        host=host,
+        config_file=params.get("config_file"),
+        jump=params.get("jump"),
+        identity_files=tuple(params.get("identity") or ()),
+        login=params.get("login"),
+        port=params.get("ssh_port"),
+        options=tuple(params.get("ssh_option") or ()),
+    )
+
+
+class LabhopGroup(click.Group):
+    """`labhop HOST` is short for `labhop start HOST`."""
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write("Usage: labhop [OPTIONS] HOST [-- JUPYTER_ARGS...]\n"
+                        "       labhop COMMAND [ARGS]...\n")
+
+
+@click.group(cls=LabhopGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, "-V", "--version", prog_name="labhop")
+def cli() -> None:
+    """Jupyter on your remote GPU machine, in your local browser, with one command.
+
+    \b
+      labhop gamer                        JupyterLab on ssh host 'gamer', browser opens
+      labhop gamer --env conda:pytorch --dir ~/proj
+      labhop gamer --app notebook -- --ServerApp.terminals_enabled=False
+
+    HOST is anything ssh accepts: an alias from ~/.ssh/config, user@host, an address.
+    labhop uses your OpenSSH client and config (keys, agents, ProxyJump, 2FA prompts).
+    Run `labhop start --help` for every option of the main command.
+    """
+
+
+@cli.command(epilog=EXIT_CODES_HELP)
+@click.argument("host")
+@click.option("--env", "env_spec", metavar="SPEC",
+              help="Environment to start Jupyter in: conda:NAME, mamba:NAME, "
+                   "micromamba:NAME, venv:PATH, module:NAME[,NAME], or cmd:'SHELL TEXT'. "
+                   "Default: the login shell's PATH.")
+@click.option("--app", type=click.Choice(APPS), default="lab", show_default=True,
+              help="Which Jupyter to run.")
+@click.option("--dir", "root_dir", metavar="PATH", default="",
+              help="Server root directory on the remote (default: the remote home). "
+                   "~ means the remote home.")
+@click.option("--name", metavar="NAME", default="",
+              help="Server name (default: the --dir folder's name, or 'home'). "
+                   "A server already running under this name is attached to instead.")
+@click.option("--port", type=click.IntRange(1, 65535), metavar="N",
+              help="Local port for the browser (default: a stable port per host, "
+                   "or a free one if that is taken).")
+@click.option("--no-browser", is_flag=True, help="Print the URL but do not open a browser.")
+@click.option("--keep", is_flag=True,
+              help="Leave the server running when labhop exits (Ctrl+C closes only the "
+                   "tunnel); find it again with `labhop attach HOST NAME`.")
+@click.option("--idle-timeout", metavar="DURATION", default=DEFAULT_IDLE_TIMEOUT,
+              show_default=True,
+              help="The server stops itself after this long with no open browser tab and no "
+                   "busy kernel (kernels idle that long are shut down); 0 disables.")
+@click.option("--timeout", "start_timeout", metavar="DURATION", default=DEFAULT_START_TIMEOUT,
+              show_default=True, help="How long to wait for Jupyter to answer.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the URL and errors.")
+@ssh_options
+@click.pass_context
+def start(ctx: click.Context, host: str, env_spec: str | None, app: str, root_dir: str,
+          name: str, port: int | None, no_browser: bool, keep: bool, idle_timeout: str,
+          start_timeout: str, quiet: bool, **params: Any) -> int:
+    """Start Jupyter on HOST, tunnel it here, and open the browser (the default command).
+
+    Ctrl+C stops the server and its kernels and leaves nothing running on HOST
+    (with --keep it only closes the tunnel). Arguments after `--` go to Jupyter.
+    """
+    request = StartRequest(
+        target=make_target(host, params),
+        app=app,
+        env=parse_env_spec(env_spec) if env_spec else None,
+        root_dir=root_dir,
+        name=validate_name(name) if name else "",
+        port=port,
+        open_browser=not no_browser,
+        keep=keep,
+        idle_timeout=parse_duration(idle_timeout),
+        start_timeout=float(parse_duration(start_timeout) or 1),
+        jupyter_args=tuple(ctx.obj.get("jupyter_args", ())),
+    )
+    return Session(request, UI(quiet=quiet)).run()
+
+
+# ---------------------------------------------------------------------------------------
+_REDACT = re.compile(r"(token[=: ]+|token=)[0-9a-fA-F]{16,}")
+
+
+class _RedactTokens(logging.Filter):
+    """Debug logs get pasted into bug reports: keep tokens out of them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _REDACT.sub(r"\1<redacted>", record.getMessage())
+        record.args = ()
+        return True
+
+
+def _setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("debug %(name)s: %(message)s"))
+    handler.addFilter(_RedactTokens())
+    root = logging.getLogger("labhop")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def _split_jupyter_args(args: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in args:
+        index = args.index("--")
+        return args[:index], args[index + 1:]
+    return args, []
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args, jupyter_args = _split_jupyter_args(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in args
+    _setup_logging(debug)
+    first = args[0] if args else ""
+    if first and first not in cli.commands and first not in (
+        "-h", "--help", "-V", "--version"
+    ):
+        args = ["start", *args]
+    ui = UI()
+    try:
+        status = cli.main(args, prog_name="labhop", standalone_mode=False,
+                          obj={"jupyter_args": jupyter_args})
+    except click.exceptions.Abort:
+        status = ExitStatus.INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        status = exc.exit_code
+    except LabhopError as exc:
+        if debug:
+            logging.getLogger("labhop").exception("traceback")
+        ui.error(str(exc), exc.details)
+        status = exc.status
+    except KeyboardInterrupt:
+        status = ExitStatus.INTERRUPTED
+    sys.exit(int(status or 0))

@@ -1,0 +1,105 @@
+"""The exception tree and the exit codes it maps to.
+
+Library code raises a `LabhopError` subclass; `cli.main` catches it once, prints its
+one-line message and exits with its status. Nothing below the CLI calls `sys.exit`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, unique
+
+
+@unique
+class ExitStatus(IntEnum):
+    """Documented exit codes (README, `labhop --help`)."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    CONFIG = 3
+    SSH_MISSING = 9
+    HOST_UNKNOWN = 10
+    CONNECT_FAILED = 11
+    AUTH_REFUSED = 12
+    HOST_KEY = 13
+    SSH_FAILED = 14
+    ENV_NOT_FOUND = 20
+    JUPYTER_NOT_FOUND = 21
+    ROOT_DIR_MISSING = 22
+    SERVER_EXITED = 23
+    START_TIMEOUT = 24
+    LOCAL_PORT = 25
+    REMOTE_FAILED = 26
+    NOT_FOUND = 27
+    INTERRUPTED = 130
+
+
+class LabhopError(Exception):
+    """A failure the user can act on: `str(err)` is the one line we print."""
+
+    status: ExitStatus = ExitStatus.ERROR
+
+    def __init__(self, message: str, *, details: str = "") -> None:
+        super().__init__(message)
+        # Extra lines (a remote log tail) printed under the message, never a traceback.
+        self.details = details
+
+
+class ConfigError(LabhopError):
+    status = ExitStatus.CONFIG
+
+
+class SSHError(LabhopError):
+    status = ExitStatus.SSH_FAILED
+
+
+class SSHMissingError(SSHError):
+    status = ExitStatus.SSH_MISSING
+
+
+class HostUnknownError(SSHError):
+    status = ExitStatus.HOST_UNKNOWN
+
+
+class ConnectError(SSHError):
+    status = ExitStatus.CONNECT_FAILED
+
+
+class AuthError(SSHError):
+    status = ExitStatus.AUTH_REFUSED
+
+
+class HostKeyError(SSHError):
+    status = ExitStatus.HOST_KEY
+
+
+class RemoteError(LabhopError):
+    status = ExitStatus.REMOTE_FAILED
+
+
+class EnvNotFoundError(RemoteError):
+    status = ExitStatus.ENV_NOT_FOUND
+
+
+class JupyterNotFoundError(RemoteError):
+    status = ExitStatus.JUPYTER_NOT_FOUND
+
+
+class RootDirMissingError(RemoteError):
+    status = ExitStatus.ROOT_DIR_MISSING
+
+
+class ServerExitedError(RemoteError):
+    status = ExitStatus.SERVER_EXITED
+
+
+class StartTimeoutError(RemoteError):
+    status = ExitStatus.START_TIMEOUT
+
+
+class LocalPortError(LabhopError):
+    status = ExitStatus.LOCAL_PORT
+
+
+class ServerNotFoundError(LabhopError):
+    status = ExitStatus.NOT_FOUND

@@ -1,0 +1,621 @@
+"""Builds the POSIX sh scripts labhop runs on the remote, and parses what they print.
+
+Pure functions: text in, text out. Every value that comes from the user is quoted once,
+here, with `shlex.quote` and assigned to a shell variable at the top of the script; the
+script bodies are constants. Scripts go to the remote on ssh's stdin (see `ssh`), so
+the token inside them is never on a command line.
+
+Protocol: a script prints machine-readable lines as `labhop:key=value` (anything else,
+such as output of the user's login files, is ignored) and exits with a sentinel code
+from `Exit` when it fails for a reason the user can fix.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from labhop.errors import ConfigError
+
+APPS = ("lab", "notebook", "server")
+ENV_KINDS = ("conda", "mamba", "micromamba", "venv", "module", "cmd")
+# Linux sun_path holds 108 bytes with the NUL, macOS 104; stay below both.
+MAX_SOCKET_PATH = 100
+
+
+class Exit(IntEnum):
+    """Sentinel exit codes of our scripts (far from sh's 1/2 and 126/127 and ssh's 255)."""
+
+    ENV_NOT_FOUND = 90
+    JUPYTER_NOT_FOUND = 91
+    ROOT_DIR_MISSING = 92
+    STATE_UNUSABLE = 93
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """An environment to activate before Jupyter starts, as `KIND:VALUE`."""
+
+    kind: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+def parse_env_spec(text: str) -> EnvSpec:
+    kind, sep, value = text.partition(":")
+    kind = kind.strip().lower()
+    if not sep or kind not in ENV_KINDS or not value.strip():
+        raise ConfigError(
+            f"bad --env {text!r}: use conda:NAME, mamba:NAME, micromamba:NAME, venv:PATH, "
+            "module:NAME[,NAME], or cmd:'SHELL TEXT'"
+        )
+    return EnvSpec(kind, value.strip() if kind != "cmd" else value)
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything the remote needs to start (or find) one named server."""
+
+    name: str
+    server_id: str
+    token: str
+    app: str = "lab"
+    env: EnvSpec | None = None
+    root_dir: str = ""
+    local_home: str = ""
+    transport: str = "unix"
+    idle_timeout: int = 0
+    jupyter_args: tuple[str, ...] = ()
+    record: dict[str, object] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# Shared shell functions. `main` is always a function so sh reads the whole script before
+# running any of it: a child that read stdin could otherwise eat the rest of the script.
+_PRELUDE = r"""
+umask 077
+out() { printf 'labhop:%s\n' "$*"; }
+fail() {
+    code=$1; shift; out "error=$*"
+    # A launch that fails leaves no half-made state behind (see cleanup_dir in main).
+    [ -n "${cleanup_dir:-}" ] && rm -rf "$cleanup_dir"
+    exit "$code"
+}
+nap() { sleep 0.2 2>/dev/null || sleep 1; }
+state_root() { printf '%s/labhop/servers' "${XDG_STATE_HOME:-$HOME/.local/state}"; }
+# Node-local, private: a socket on a shared home cannot be reached from other nodes, and
+# $XDG_RUNTIME_DIR is deleted by logind when the user's last session ends, which would
+# take the socket of a server that is meant to outlive this connection with it.
+run_base() {
+    d="/tmp/labhop-$(id -u)"
+    mkdir -m 700 "$d" 2>/dev/null
+    [ -d "$d" ] && [ -O "$d" ] && [ ! -L "$d" ] || return 1
+    chmod 700 "$d"
+    printf '%s' "$d"
+}
+expand_path() {
+    case $1 in
+        "~") printf '%s' "$HOME" ;;
+        "~/"*) printf '%s/%s' "$HOME" "${1#"~/"}" ;;
+        *) printf '%s' "$1" ;;
+    esac
+}
+# A path typed as ~/x on the laptop arrives expanded with the laptop's home; if that does
+# not exist here, read it relative to this home instead.
+remote_path() {
+    p=$(expand_path "$1")
+    if [ ! -e "$p" ] && [ -n "$local_home" ]; then
+        case $p in
+            "$local_home"/*) alt="$HOME/${p#"$local_home"/}"; [ -e "$alt" ] && p=$alt ;;
+        esac
+    fi
+    printf '%s' "$p"
+}
+# True when pid $1 is alive and is (or was started by) the server with id $2.
+is_ours() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+    [ -r "/proc/$1/environ" ] || return 0
+    tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$2"
+}
+read_file() { [ -f "$1" ] && cat "$1" 2>/dev/null; }
+"""
+
+_ACTIVATE = r"""
+find_conda_sh() {
+    for root in ${CONDA_EXE:+"$(dirname "$(dirname "$CONDA_EXE")")"} \
+            ${MAMBA_ROOT_PREFIX:+"$MAMBA_ROOT_PREFIX"} \
+            "$HOME/miniforge3" "$HOME/mambaforge" "$HOME/miniconda3" "$HOME/anaconda3" \
+            "$HOME/miniconda" "$HOME/anaconda" "$HOME/.miniforge3" "$HOME/.miniconda3" \
+            /opt/conda /opt/miniforge3 /opt/miniconda3 /opt/anaconda3 \
+            /usr/local/miniforge3 /usr/local/miniconda3 /usr/local/anaconda3 /usr/share/miniconda; do
+        [ -f "$root/etc/profile.d/conda.sh" ] && { printf '%s' "$root/etc/profile.d/conda.sh"; return 0; }
+    done
+    c=$(command -v conda 2>/dev/null) || return 1
+    root=$(dirname "$(dirname "$c")")
+    [ -f "$root/etc/profile.d/conda.sh" ] && printf '%s' "$root/etc/profile.d/conda.sh"
+}
+activate_err() { tail -n 1 "$state/activate.err" 2>/dev/null | tr -d '\r'; }
+activate() {
+    : > "$state/activate.err"
+    case $env_kind in
+        "") env_prefix= ;;
+        venv)
+            p=$(remote_path "$env_value")
+            [ -f "$p/bin/activate" ] || fail 90 "no virtualenv at $p on $(hostname) (bin/activate is missing); create it with python3 -m venv $p"
+            VIRTUAL_ENV_DISABLE_PROMPT=1 . "$p/bin/activate" 2>"$state/activate.err" \
+                || fail 90 "activating venv $p failed: $(activate_err)"
+            env_prefix=$p ;;
+        conda|mamba)
+            f=$(find_conda_sh) || fail 90 "conda not found on $(hostname): no etc/profile.d/conda.sh under \$CONDA_EXE or the usual install roots (~/miniforge3, ~/miniconda3, ~/anaconda3, /opt/conda)"
+            . "$f" 2>"$state/activate.err" || fail 90 "sourcing $f failed: $(activate_err)"
+            conda activate "$env_value" 2>"$state/activate.err" \
+                || fail 90 "conda environment '$env_value' not found on $(hostname) ($(activate_err)); list them with: conda env list"
+            env_prefix=${CONDA_PREFIX:-} ;;
+        micromamba)
+            mm=${MAMBA_EXE:-$(command -v micromamba 2>/dev/null)}
+            [ -n "$mm" ] || { [ -x "$HOME/.local/bin/micromamba" ] && mm=$HOME/.local/bin/micromamba; }
+            [ -n "$mm" ] || fail 90 "micromamba not found on $(hostname) (not on the login PATH, no \$MAMBA_EXE)"
+            eval "$("$mm" shell hook --shell posix 2>"$state/activate.err")" \
+                || fail 90 "micromamba shell hook failed: $(activate_err)"
+            micromamba activate "$env_value" 2>"$state/activate.err" \
+                || fail 90 "micromamba environment '$env_value' not found on $(hostname) ($(activate_err))"
+            env_prefix=${CONDA_PREFIX:-} ;;
+        module)
+            if ! command -v module >/dev/null 2>&1; then
+                for f in ${MODULESHOME:+"$MODULESHOME/init/sh"} ${LMOD_PKG:+"$LMOD_PKG/init/sh"} \
+                        /usr/share/lmod/lmod/init/sh /etc/profile.d/lmod.sh \
+                        /usr/share/modules/init/sh /etc/profile.d/modules.sh; do
+                    [ -f "$f" ] && . "$f" >/dev/null 2>&1 && break
+                done
+            fi
+            command -v module >/dev/null 2>&1 || fail 90 "the module command is not available on $(hostname) (no Environment Modules or Lmod found)"
+            old_ifs=$IFS; IFS=,; set -- $env_value; IFS=$old_ifs
+            module load "$@" 2>"$state/activate.err" \
+                || fail 90 "module load $* failed on $(hostname): $(activate_err)"
+            env_prefix= ;;
+        cmd)
+            eval "$env_value" 2>"$state/activate.err" \
+                || fail 90 "the --env command failed on $(hostname): $(activate_err)"
+            env_prefix= ;;
+    esac
+}
+"""
+
+# Decides the Jupyter flavour and whether a Unix socket can serve. `--sock` came with
+# jupyter_server 1.9 and classic notebook 6.1; anything older gets loopback TCP.
+_FLAVOUR_PY = r"""
+import socket, sys
+from importlib.metadata import version
+def v(name):
+    try:
+        return tuple(int(x) for x in version(name).split(".")[:2])
+    except Exception:
+        return None
+app, want = sys.argv[1], sys.argv[2]
+nb, js = v("notebook"), v("jupyter_server")
+prefix = "NotebookApp" if app == "notebook" and nb is not None and nb < (7, 0) else "ServerApp"
+sock_ok = (nb is None or nb >= (6, 1)) if prefix == "NotebookApp" else (js is None or js >= (1, 9))
+transport = want if sock_ok else "tcp"
+port = 0
+if transport == "tcp":
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+print(prefix, transport, port)
+"""
+
+_LAUNCH_BODY = r"""
+main() {
+    root_state=$(state_root)
+    state=$root_state/$name
+    if [ -f "$state/pid" ] && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")"; then
+        out "existing=1"
+        report "$state"
+        exit 0
+    fi
+    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $(hostname)"
+    chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
+    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
+    cleanup_dir=$state
+    printf '%s' "$server_id" > "$state/id"
+    activate
+    exe_path=$(command -v "jupyter-$app" 2>/dev/null) \
+        || fail 91 "jupyter-$app not found$env_label on $(hostname); install it there (pip install $pip_name) or pick another --env/--app"
+    if [ -n "$env_prefix" ]; then
+        case $exe_path in
+            "$env_prefix"/*) ;;
+            *) fail 91 "jupyter-$app is not installed$env_label on $(hostname) (the one on PATH, $exe_path, belongs to another environment); install it there: pip install $pip_name" ;;
+        esac
+    fi
+    if [ -n "$root_dir" ]; then root=$(remote_path "$root_dir"); else root=$HOME; fi
+    [ -d "$root" ] || fail 92 "server root $root does not exist on $(hostname); create it or pick another --dir"
+    root=$(cd "$root" && pwd -P) || fail 92 "cannot enter $root on $(hostname)"
+    py=$(dirname "$exe_path")/python
+    [ -x "$py" ] || py=$(command -v python3 2>/dev/null) || py=
+    flavour=
+    [ -n "$py" ] && flavour=$("$py" -c "$flavour_py" "$app" "$transport" 2>/dev/null)
+    [ -n "$flavour" ] || flavour="ServerApp $transport 0"
+    set -- $flavour; cfg=$1; transport=$2; port=$3
+    rundir=$(run_base) \
+        || fail 93 "/tmp/labhop-$(id -u) on $(hostname) is not a private directory of yours; remove it and retry"
+    sock=$rundir/$server_id.sock
+    if [ "$transport" = unix ] && [ ${#sock} -gt $max_sock ]; then
+        transport=tcp
+        port=$("$py" -c "$flavour_py" "$app" tcp 2>/dev/null | cut -d' ' -f3)
+    fi
+    set -- "$exe_path" --no-browser
+    if [ "$cfg" = NotebookApp ]; then set -- "$@" "--NotebookApp.notebook_dir=$root"
+    else set -- "$@" "--ServerApp.root_dir=$root" --ServerApp.no_browser_open_file=True; fi
+    if [ "$transport" = unix ]; then
+        set -- "$@" "--$cfg.sock=$sock" "--$cfg.sock_mode=0600"
+        endpoint=unix:$sock
+    else
+        set -- "$@" "--$cfg.ip=127.0.0.1" "--$cfg.port=$port" "--$cfg.port_retries=0"
+        endpoint=tcp:127.0.0.1:$port
+    fi
+    if [ "$idle_timeout" -gt 0 ]; then
+        set -- "$@" "--$cfg.shutdown_no_activity_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_idle_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_interval=$cull_interval"
+    fi
+    eval "set -- \"\$@\" $jupyter_args"
+    printf '%s' "$token" > "$state/token"
+    printf '%s\n' "$endpoint" > "$state/endpoint"
+    hostname > "$state/node"
+    printf '%s\n' "$record" > "$state/launch.json"
+    JUPYTER_TOKEN=$token LABHOP_SERVER_ID=$server_id JUPYTER_RUNTIME_DIR=$rundir/$server_id.rt
+    export JUPYTER_TOKEN LABHOP_SERVER_ID JUPYTER_RUNTIME_DIR
+    cd "$root" || fail 92 "cannot enter $root on $(hostname)"
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$@" </dev/null >>"$state/log" 2>&1 &
+    else
+        nohup "$@" </dev/null >>"$state/log" 2>&1 &
+    fi
+    pid=$!
+    printf '%s\n' "$pid" > "$state/pid"
+    cleanup_dir=
+    # Until setsid has exec'd Jupyter, /proc/PID/environ still shows this shell's
+    # environment; wait for it so the next step recognises the server as ours.
+    n=0
+    while ! is_ours "$pid" "$server_id" && kill -0 "$pid" 2>/dev/null && [ "$n" -lt 25 ]; do
+        nap; n=$((n + 1))
+    done
+    out "existing=0"
+    report "$state"
+}
+report() {
+    out "pid=$(read_file "$1/pid")"
+    out "endpoint=$(read_file "$1/endpoint")"
+    out "node=$(read_file "$1/node")"
+    out "token=$(read_file "$1/token")"
+}
+"""
+
+_STATUS_BODY = r"""
+main() {
+    state=$(state_root)/$name
+    [ -d "$state" ] || { out "known=0"; exit 0; }
+    out "known=1"
+    pid=$(read_file "$state/pid")
+    if is_ours "$pid" "$(read_file "$state/id")"; then out "alive=1"; else out "alive=0"; fi
+    endpoint=$(read_file "$state/endpoint")
+    case $endpoint in
+        unix:*) if [ -S "${endpoint#unix:}" ]; then out "listening=1"; else out "listening=0"; fi ;;
+    esac
+    if [ "$with_log" = 1 ]; then
+        out "log-begin"
+        tail -n "$log_lines" "$state/log" 2>/dev/null
+    fi
+}
+"""
+
+_STOP_BODY = r"""
+sweep() {
+    # Kernels and their children carry the server id in their environment; end any
+    # that outlived the server (a kernel's own children are not covered by Jupyter).
+    for d in /proc/[0-9]*; do
+        p=${d#/proc/}
+        [ "$p" = "$$" ] && continue
+        [ -r "$d/environ" ] || continue
+        tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$id" \
+            && kill "-$1" "$p" 2>/dev/null && out "swept=$p"
+    done
+}
+wait_gone() {
+    n=0
+    while is_ours "$pid" "$id"; do
+        [ "$n" -ge "$1" ] && return 1
+        nap; n=$((n + 1))
+    done
+    return 0
+}
+main() {
+    state=$(state_root)/$name
+    [ -d "$state" ] || { out "known=0"; exit 0; }
+    id=$(read_file "$state/id")
+    if [ -n "$expect_id" ]; then
+        # Only the launch with this id may be stopped; it may still be activating.
+        [ "$id" = "$expect_id" ] || { out "known=0"; exit 0; }
+        n=0
+        while [ -d "$state" ] && [ ! -s "$state/pid" ] && [ "$n" -lt 150 ]; do nap; n=$((n + 1)); done
+        [ -d "$state" ] || { out "known=0"; exit 0; }
+    fi
+    out "known=1"
+    pid=$(read_file "$state/pid")
+    if is_ours "$pid" "$id"; then
+        out "was_running=1"
+        # The laptop asked Jupyter to shut down through /api/shutdown already when it
+        # could; give that a moment, then SIGTERM (Jupyter's clean path), then SIGKILL.
+        if ! wait_gone "$grace_ticks"; then
+            kill -TERM "$pid" 2>/dev/null && out "signal=TERM"
+            if ! wait_gone "$term_ticks"; then
+                kill -KILL "$pid" 2>/dev/null && out "signal=KILL"
+                wait_gone 25
+            fi
+        fi
+    else
+        out "was_running=0"
+    fi
+    if [ -r /proc/self/environ ] && [ -n "$id" ]; then
+        sweep TERM
+        nap
+        sweep KILL
+    fi
+    endpoint=$(read_file "$state/endpoint")
+    case $endpoint in unix:*) rm -f "${endpoint#unix:}" ;; esac
+    [ -n "$id" ] && rm -rf "/tmp/labhop-$(id -u)/$id.rt"
+    if [ "$keep_log" = 1 ]; then
+        rm -f "$state/token" "$state/pid"
+    else
+        rm -rf "$state"
+    fi
+    out "stopped=1"
+}
+"""
+
+
+_LIST_BODY = r"""
+count_kernels() {
+    # Kernels are the server's children that carry its id in their environment.
+    n=0
+    for d in /proc/[0-9]*; do
+        [ -r "$d/environ" ] || continue
+        [ "$(cut -d' ' -f4 "$d/stat" 2>/dev/null)" = "$1" ] || continue
+        tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$2" && n=$((n + 1))
+    done
+    printf '%s' "$n"
+}
+describe() {
+    state=$1; name=${state##*/}
+    pid=$(read_file "$state/pid"); id=$(read_file "$state/id")
+    if ! is_ours "$pid" "$id"; then
+        # Died, culled for idleness, or the host rebooted: never show it as running.
+        if [ -s "$state/pid" ] || [ ! -f "$state/id" ]; then
+            rm -rf "$state"
+            out "cleaned=$name"
+        fi
+        return 0
+    fi
+    out "begin=$name"
+    out "pid=$pid"
+    out "endpoint=$(read_file "$state/endpoint")"
+    out "node=$(read_file "$state/node")"
+    owner=$(read_file "$state/owner")
+    if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then
+        out "owner=$(read_file "$state/owner-client")"
+    else
+        out "owner="
+    fi
+    [ "$with_kernels" = 1 ] && [ -r /proc/self/environ ] && out "kernels=$(count_kernels "$pid" "$id")"
+    [ "$with_token" = 1 ] && out "token=$(read_file "$state/token")"
+    out "record=$(head -n 1 "$state/launch.json" 2>/dev/null)"
+    out "end=$name"
+}
+main() {
+    root=$(state_root)
+    [ -d "$root" ] || exit 0
+    for state in "$root"/*; do
+        [ -d "$state" ] || continue
+        if [ -n "$name" ] && [ "${state##*/}" != "$name" ]; then continue; fi
+        describe "$state"
+    done
+}
+"""
+
+_OWNER_BODY = r"""
+main() {
+    state=$(state_root)/$name
+    [ -d "$state" ] || exit 0
+    printf '%s\n' "$$" > "$state/owner"
+    printf '%s\n' "$client" > "$state/owner-client"
+    out "owner=$$"
+    # Held open by the labhop that owns the server: EOF means it has gone.
+    cat >/dev/null
+    [ "$(read_file "$state/owner")" = "$$" ] && rm -f "$state/owner" "$state/owner-client"
+}
+"""
+
+_LOGS_BODY = r"""
+main() {
+    state=$(state_root)/$name
+    [ -f "$state/log" ] || { out "known=0"; exit 0; }
+    if [ "$follow" = 1 ]; then
+        tail -n "$lines" -f "$state/log" &
+        t=$!
+        # labhop holds stdin open while it follows; EOF (labhop gone) ends the tail too.
+        cat >/dev/null
+        kill "$t" 2>/dev/null
+    else
+        tail -n "$lines" "$state/log"
+    fi
+}
+"""
+
+
+def _assign(**values: object) -> str:
+    return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
+
+
+def _script(assignments: str, *bodies: str) -> str:
+    return "\n".join((_PRELUDE, assignments, *bodies, "main\n"))
+
+
+def _env_label(env: EnvSpec | None) -> str:
+    return f" in {env}" if env else " on the login PATH"
+
+
+def cull_interval(idle_timeout: int) -> int:
+    """How often Jupyter checks for idle kernels: often enough to honour short timeouts."""
+    return max(5, min(300, idle_timeout // 4))
+
+
+def launch_script(request: LaunchRequest) -> str:
+    """Start the named server detached, or report the one already running under that name."""
+    env = request.env
+    assignments = _assign(
+        name=request.name,
+        server_id=request.server_id,
+        token=request.token,
+        app=request.app,
+        pip_name={"lab": "jupyterlab", "notebook": "notebook", "server": "jupyter_server"}[
+            request.app
+        ],
+        env_kind=env.kind if env else "",
+        env_value=env.value if env else "",
+        env_label=_env_label(env),
+        root_dir=request.root_dir,
+        local_home=request.local_home,
+        transport=request.transport,
+        max_sock=MAX_SOCKET_PATH,
+        idle_timeout=request.idle_timeout,
+        cull_interval=cull_interval(request.idle_timeout),
+        jupyter_args=shlex.join(request.jupyter_args),
+        record=json.dumps(request.record, sort_keys=True),
+        flavour_py=_FLAVOUR_PY,
+    )
+    return _script(assignments, _ACTIVATE, _LAUNCH_BODY)
+
+
+def status_script(name: str, *, with_log: bool = False, log_lines: int = 30) -> str:
+    """Is the named server alive, is its socket there; optionally its log tail."""
+    assignments = _assign(name=name, with_log=int(with_log), log_lines=log_lines)
+    return _script(assignments, _STATUS_BODY)
+
+
+def stop_script(name: str, *, grace_s: float = 5.0, term_s: float = 10.0,
+                keep_log: bool = False, expect_id: str = "") -> str:
+    """Stop the named server (waiting, then SIGTERM, then SIGKILL by PID) and clean up.
+
+    With `expect_id`, stop it only if it is that launch (and wait for its pid file).
+    """
+    assignments = _assign(
+        name=name,
+        expect_id=expect_id,
+        grace_ticks=int(grace_s / 0.2),
+        term_ticks=int(term_s / 0.2),
+        keep_log=int(keep_log),
+    )
+    return _script(assignments, _STOP_BODY)
+
+
+def list_script(name: str = "", *, with_token: bool = False,
+                with_kernels: bool = True) -> str:
+    """Describe every running server (or just `name`); clean entries whose server is gone."""
+    assignments = _assign(name=name, with_token=int(with_token), with_kernels=int(with_kernels))
+    return _script(assignments, _LIST_BODY)
+
+
+def owner_script(name: str, client: str) -> str:
+    """Mark the server as attached for as long as this script's stdin stays open."""
+    return _script(_assign(name=name, client=client), _OWNER_BODY)
+
+
+def logs_script(name: str, *, lines: int = 100, follow: bool = False) -> str:
+    return _script(_assign(name=name, lines=lines, follow=int(follow)), _LOGS_BODY)
+
+
+@dataclass(frozen=True)
+class ServerEntry:
+    """One running server, as `list_script` described it."""
+
+    name: str
+    pid: str
+    endpoint: str
+    node: str
+    owner: str
+    kernels: int | None
+    token: str
+    record: dict[str, object]
+
+
+def parse_entries(stdout: str) -> tuple[list[ServerEntry], list[str]]:
+    """`list_script` output -> (running servers, names of cleaned stale entries)."""
+    entries: list[ServerEntry] = []
+    cleaned: list[str] = []
+    block: dict[str, str] | None = None
+    for line in stdout.splitlines():
+        if not line.startswith("labhop:"):
+            continue
+        key, _, value = line[len("labhop:"):].partition("=")
+        if key == "cleaned":
+            cleaned.append(value)
+        elif key == "begin":
+            block = {"name": value}
+        elif key == "end" and block is not None:
+            entries.append(_entry(block))
+            block = None
+        elif block is not None:
+            block[key] = value
+    return entries, cleaned
+
+
+def _entry(block: dict[str, str]) -> ServerEntry:
+    try:
+        record = json.loads(block.get("record") or "{}")
+    except ValueError:
+        record = {}
+    kernels = block.get("kernels")
+    return ServerEntry(
+        name=block["name"],
+        pid=block.get("pid", ""),
+        endpoint=block.get("endpoint", ""),
+        node=block.get("node", ""),
+        owner=block.get("owner", ""),
+        kernels=int(kernels) if kernels and kernels.isdigit() else None,
+        token=block.get("token", ""),
+        record=record if isinstance(record, dict) else {},
+    )
+
+
+@dataclass(frozen=True)
+class ScriptOutput:
+    """What a script printed: its `labhop:` fields and, after `log-begin`, a log tail."""
+
+    fields: dict[str, str]
+    log: str = ""
+    multi: dict[str, list[str]] = field(default_factory=dict)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.fields.get(key, default)
+
+
+def parse_output(stdout: str) -> ScriptOutput:
+    fields: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    log_lines: list[str] = []
+    in_log = False
+    for line in stdout.splitlines():
+        if in_log:
+            log_lines.append(line)
+            continue
+        if not line.startswith("labhop:"):
+            continue
+        key, _, value = line[len("labhop:"):].partition("=")
+        if key == "log-begin":
+            in_log = True
+            continue
+        fields[key] = value
+        multi.setdefault(key, []).append(value)
+    return ScriptOutput(fields=fields, log="\n".join(log_lines), multi=multi)

@@ -1,0 +1,53 @@
+"""Talks HTTP to a Jupyter server through the local end of the tunnel.
+
+`http.client` directly, not urllib: a user's http_proxy must never see 127.0.0.1
+traffic, and the token goes in a header, never in a URL that could be logged.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _request(port: int, token: str, method: str, path: str, timeout: float) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, headers={"Authorization": f"token {token}"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def status(port: int, token: str, timeout: float = 5.0) -> dict[str, object] | None:
+    """`GET /api/status` (not counted as activity by Jupyter); None unless it answers 200."""
+    try:
+        code, body = _request(port, token, "GET", "/api/status", timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        _LOGGER.debug("probe 127.0.0.1:%s: %s", port, exc)
+        return None
+    if code != 200:
+        _LOGGER.debug("probe 127.0.0.1:%s: HTTP %s", port, code)
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def shutdown(port: int, token: str, timeout: float = 5.0) -> bool:
+    """`POST /api/shutdown`: Jupyter shuts its kernels down, then exits cleanly."""
+    try:
+        code, _ = _request(port, token, "POST", "/api/shutdown", timeout)
+    except (OSError, http.client.HTTPException) as exc:
+        _LOGGER.debug("shutdown via 127.0.0.1:%s: %s", port, exc)
+        return False
+    return code == 200
+
+
+def app_path(app: str) -> str:
+    return {"lab": "/lab", "notebook": "/tree", "server": "/"}[app]

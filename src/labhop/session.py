@@ -1,0 +1,433 @@
+"""The supervisor: connect, launch or attach, forward, wait until ready, open the browser,
+keep the tunnel alive, and on Ctrl+C leave nothing running.
+
+It knows the steps, not shell syntax (`remote`) nor ssh flags (`ssh`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from types import FrameType
+
+from labhop import __version__, local, remote, server_api
+from labhop.backends import HostBackend, Server
+from labhop.errors import (
+    ExitStatus,
+    LabhopError,
+    LocalPortError,
+    RemoteError,
+    ServerExitedError,
+    SSHError,
+    StartTimeoutError,
+)
+from labhop.ssh import Connection, Target
+from labhop.ui import UI
+
+_LOGGER = logging.getLogger(__name__)
+
+APP_LABELS = {"lab": "JupyterLab", "notebook": "Jupyter Notebook", "server": "Jupyter Server"}
+# How long a stream-local forward may keep failing after the socket exists before we
+# conclude that sshd refuses Unix-socket forwarding and fall back to TCP.
+SOCKET_REFUSED_AFTER_S = 3.0
+LIVENESS_CHECK_S = 2.0
+RECONNECT_BACKOFF_S = (1, 2, 4, 8, 15, 30)
+
+
+class Interrupted(BaseException):
+    """Ctrl+C, SIGTERM or SIGHUP: stop what we are doing and clean up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    target: Target
+    app: str = "lab"
+    env: remote.EnvSpec | None = None
+    root_dir: str = ""
+    name: str = ""
+    port: int | None = None
+    open_browser: bool = True
+    keep: bool = False
+    idle_timeout: int = 0
+    start_timeout: float = 120.0
+    jupyter_args: tuple[str, ...] = field(default_factory=tuple)
+
+
+def default_name(root_dir: str) -> str:
+    """Servers are named after their root directory, so the same --dir finds the same one."""
+    base = PurePosixPath(root_dir.rstrip("/")).name if root_dir.strip("/~") else ""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in base).strip("-.")
+    return cleaned or "home"
+
+
+def validate_name(name: str) -> str:
+    if not name or name.startswith(".") or any(not (c.isalnum() or c in "-_.") for c in name):
+        raise LabhopError(
+            f"bad server name {name!r}: use letters, digits, '-', '_' and '.' only"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """Turn Ctrl+C, SIGTERM and SIGHUP into `Interrupted` in the main thread."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    previous = {signum: signal.signal(signum, handler) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def deferred_interrupts(ui: UI) -> Iterator[None]:
+    """While cleaning up, a first Ctrl+C only says we are busy; a second one gives up."""
+    presses = 0
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            ui.warn("still stopping the server; press Ctrl+C again to leave it running")
+            return
+        raise Interrupted(signum)
+
+    wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    previous = {signum: signal.signal(signum, handler) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+class Session:
+    """One run of `labhop HOST`: owns the master connection and the forward."""
+
+    def __init__(self, request: StartRequest, ui: UI, *, attach_only: bool = False) -> None:
+        self.request = request
+        self.ui = ui
+        self.attach_only = attach_only
+        self.run_dir: Path | None = None
+        self.conn: Connection | None = None
+        self.backend: HostBackend | None = None
+        self.server: Server | None = None
+        self.local_port: int | None = None
+        self.ready = False
+        self.owns_server = False
+        # The id of a launch whose answer has not arrived yet (see _stop_or_detach).
+        self.pending_id = ""
+
+    # -- the whole run ----------------------------------------------------------------
+    def run(self) -> int:
+        self.run_dir = local.make_run_dir()
+        try:
+            with signals_as_interrupts():
+                try:
+                    self._start()
+                    self._announce()
+                    self._supervise()
+                except Interrupted:
+                    if not self.ready:
+                        self.ui.warn("interrupted before the server was ready")
+                        self._cleanup()
+                        return ExitStatus.INTERRUPTED
+                    self.ui.info("")
+                    self._cleanup()
+                    return ExitStatus.OK
+                except BaseException:
+                    self._cleanup()
+                    raise
+        finally:
+            local.remove_run_dir(self.run_dir)
+        return ExitStatus.OK
+
+    def _start(self) -> None:
+        assert self.run_dir is not None
+        request = self.request
+        self.conn = Connection(request.target, self.run_dir)
+        self.ui.step(f"connecting to {self.conn.describe()}")
+        self.conn.open()
+        self.backend = HostBackend(self.conn)
+        self.server = self._launch("unix")
+        self._forward()
+        self._wait_ready()
+
+    # -- steps ------------------------------------------------------------------------
+    def _launch(self, transport: str) -> Server:
+        assert self.backend is not None
+        request = self.request
+        name = self._name()
+        where = f" in {request.env}" if request.env else ""
+        label = APP_LABELS[request.app]
+        self.pending_id = secrets.token_hex(8)
+        launch = remote.LaunchRequest(
+            name=name,
+            server_id=self.pending_id,
+            token=secrets.token_hex(24),
+            app=request.app,
+            env=request.env,
+            root_dir=request.root_dir,
+            local_home=str(Path.home()),
+            transport=transport,
+            idle_timeout=request.idle_timeout,
+            jupyter_args=request.jupyter_args,
+            record=self._launch_record(name),
+        )
+        with self.ui.spinner(f"starting {label}{where} as '{name}'"):
+            try:
+                server = self.backend.launch(launch)
+            except RemoteError:
+                self.pending_id = ""  # the script failed and cleaned up after itself
+                raise
+        self.pending_id = ""
+        if server.existing:
+            self.ui.info(f"'{name}' is already running on {request.target.host} "
+                         f"(pid {server.pid}); attaching to it")
+        else:
+            self.owns_server = not self.attach_only
+        return server
+
+    def _launch_record(self, name: str) -> dict[str, object]:
+        request = self.request
+        return {
+            "name": name,
+            "app": request.app,
+            "env": str(request.env) if request.env else "",
+            "root_dir": request.root_dir,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "idle_timeout": request.idle_timeout,
+            "client": f"{getpass.getuser()}@{socket.gethostname()}",
+            "client_pid": os.getpid(),
+            "labhop": __version__,
+            "jupyter_args": list(request.jupyter_args),
+        }
+
+    def _forward(self) -> None:
+        assert self.conn is not None and self.server is not None
+        if self.local_port is not None:
+            self.conn.forward(self.local_port, self.server.forward_target())
+            return
+        explicit = self.request.port
+        if explicit is not None:
+            if not local.port_is_free(explicit):
+                raise LocalPortError(
+                    f"local port {explicit} is already in use; pick another --port or leave "
+                    "it out to get a free one"
+                )
+            self.conn.forward(explicit, self.server.forward_target())
+            self.local_port = explicit
+            return
+        preferred = local.preferred_port(self.request.target.host)
+        port = preferred
+        for attempt in range(5):
+            if attempt or not local.port_is_free(port):
+                port = local.any_free_port()
+            try:
+                self.conn.forward(port, self.server.forward_target())
+            except LocalPortError:
+                continue
+            if port != preferred:
+                self.ui.info(f"local port {preferred} is busy; using {port} instead")
+            self.local_port = port
+            return
+        raise LocalPortError("could not find a free local port for the tunnel; retry, or "
+                             "pass --port N")
+
+    def _wait_ready(self) -> None:
+        assert self.server is not None and self.backend is not None
+        label = APP_LABELS[self.request.app]
+        started = time.monotonic()
+        deadline = started + self.request.start_timeout
+        next_check = started
+        socket_seen_at: float | None = None
+        with self.ui.spinner(f"waiting for {label} to answer"):
+            while True:
+                now = time.monotonic()
+                if self._probe():
+                    break
+                if now >= next_check:
+                    next_check = now + 1.0
+                    status = self.backend.status(self.server.name)
+                    if not status.alive:
+                        raise ServerExitedError(
+                            f"{label} exited during start-up on {self.request.target.host}; "
+                            "the last lines of its log:",
+                            details=self._log_tail(),
+                        )
+                    if status.listening and socket_seen_at is None:
+                        socket_seen_at = now
+                    if (socket_seen_at is not None
+                            and now - socket_seen_at > SOCKET_REFUSED_AFTER_S
+                            and "open failed" in self._conn().stderr_log()):
+                        self._fall_back_to_tcp()
+                        socket_seen_at = None
+                        continue
+                if now >= deadline:
+                    raise StartTimeoutError(
+                        f"{label} did not answer within {self.request.start_timeout:.0f} s "
+                        f"on {self.request.target.host}; raise --timeout if the host is slow. "
+                        "The last lines of its log:",
+                        details=self._log_tail(),
+                    )
+                time.sleep(0.1)
+        self.ready = True
+        elapsed = time.monotonic() - started
+        _LOGGER.debug("ready after %.2f s of waiting", elapsed)
+
+    def _fall_back_to_tcp(self) -> None:
+        assert self.server is not None and self.backend is not None
+        self.ui.warn(f"{self.request.target.host}'s sshd refuses Unix-socket forwarding "
+                     "(AllowStreamLocalForwarding); using TCP on its loopback instead")
+        self._conn().cancel_forward(self._port(), self.server.forward_target())
+        self.backend.stop(self.server.name, grace_s=0)
+        self.server = self._launch("tcp")
+        self._forward()
+
+    def _probe(self) -> bool:
+        assert self.server is not None
+        return server_api.status(self._port(), self.server.token, timeout=5) is not None
+
+    def _log_tail(self) -> str:
+        assert self.backend is not None and self.server is not None
+        with contextlib.suppress(LabhopError):
+            return self.backend.status(self.server.name, with_log=True).log
+        return ""
+
+    def url(self) -> str:
+        assert self.server is not None
+        path = server_api.app_path(self.request.app)
+        return f"http://127.0.0.1:{self._port()}{path}?token={self.server.token}"
+
+    def _announce(self) -> None:
+        assert self.run_dir is not None and self.server is not None
+        label = APP_LABELS[self.request.app]
+        self.ui.done(f"{label} is ready on {self.request.target.host} "
+                     f"(server '{self.server.name}', pid {self.server.pid})")
+        self.ui.result(self.url())
+        if self.request.open_browser:
+            if local.has_display():
+                page = local.write_redirect_file(self.run_dir, self.url())
+                if not local.open_browser(page):
+                    self.ui.info("could not open a browser; open the URL above yourself")
+            else:
+                self.ui.info("no display here, so no browser; open the URL above")
+        stop_hint = ("leave the server running" if not self.owns_server
+                     else "stop the server and its kernels")
+        if self.request.keep and self.owns_server:
+            stop_hint = "close the tunnel (the server keeps running)"
+        self.ui.info(f"Press Ctrl+C to {stop_hint}.")
+
+    # -- keep-alive -------------------------------------------------------------------
+    def _supervise(self) -> None:
+        while True:
+            time.sleep(LIVENESS_CHECK_S)
+            if not self._conn().is_alive():
+                self._reconnect()
+
+    def _reconnect(self) -> None:
+        assert self.server is not None and self.backend is not None
+        host = self.request.target.host
+        self.ui.warn(f"lost the connection to {host}; the server keeps running there. "
+                     "Reconnecting…")
+        attempt = 0
+        while True:
+            delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+            attempt += 1
+            self._countdown(delay, attempt)
+            try:
+                self._conn().open()
+            except SSHError as exc:
+                self.ui.warn(f"reconnect attempt {attempt} failed: {exc}")
+                continue
+            status = self.backend.status(self.server.name)
+            if not status.alive:
+                raise ServerExitedError(
+                    f"reconnected to {host}, but the server '{self.server.name}' is gone; "
+                    "the last lines of its log:",
+                    details=self._log_tail(),
+                )
+            self._forward()
+            self.ui.done(f"reconnected; {self.url()} works again")
+            return
+
+    def _countdown(self, seconds: int, attempt: int) -> None:
+        with self.ui.spinner(f"reconnecting (attempt {attempt}) in {seconds} s"):
+            for remaining in range(seconds, 0, -1):
+                self.ui.step(f"reconnecting (attempt {attempt}) in {remaining} s")
+                time.sleep(1)
+
+    # -- cleanup ----------------------------------------------------------------------
+    def _cleanup(self) -> None:
+        with deferred_interrupts(self.ui):
+            try:
+                self._stop_or_detach()
+            except Interrupted:
+                self.ui.warn("left the server running; stop it later with: "
+                             f"labhop stop {self.request.target.host} {self._name()}")
+            finally:
+                if self.conn is not None:
+                    self.conn.close()
+
+    def _stop_or_detach(self) -> None:
+        if self.backend is None:
+            return
+        host = self.request.target.host
+        if self.server is None:
+            # Interrupted while the launch script ran: it may have started the server
+            # anyway. Stop it only if it is the one this run launched (its id matches).
+            if self.pending_id:
+                self._stop_by_name(expect_id=self.pending_id)
+            return
+        if not self.owns_server or self.request.keep:
+            self.ui.info(f"'{self.server.name}' keeps running on {host}; "
+                         f"reattach with: labhop attach {host} {self.server.name}")
+            return
+        self._stop_by_name()
+
+    def _stop_by_name(self, *, expect_id: str = "") -> None:
+        assert self.backend is not None
+        name = self._name()
+        with self.ui.spinner(f"stopping '{name}'"):
+            if self.server is not None and self.local_port is not None:
+                server_api.shutdown(self.local_port, self.server.token, timeout=5)
+            try:
+                output = self.backend.stop(name, expect_id=expect_id)
+            except LabhopError as exc:
+                self.ui.warn(f"could not confirm that '{name}' stopped: {exc}")
+                return
+        if output.get("known") == "1":
+            self.ui.done(f"stopped '{name}'; nothing left running on {self.request.target.host}")
+
+    # -- small helpers ----------------------------------------------------------------
+    def _name(self) -> str:
+        if self.server is not None:
+            return self.server.name
+        return self.request.name or default_name(self.request.root_dir)
+
+    def _conn(self) -> Connection:
+        assert self.conn is not None
+        return self.conn
+
+    def _port(self) -> int:
+        assert self.local_port is not None
+        return self.local_port

@@ -1,0 +1,75 @@
+"""Fixtures shared by labhop's tests: the loopback sshd, remote cleanup, a hermetic env."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.testbed import (
+    Sshd,
+    kill_user_processes,
+    missing_prerequisites,
+    reset_remote_state,
+    start_sshd,
+)
+
+# Anything in these would let a test reach outside its sandbox: an agent with the developer's
+# keys, a GUI password prompt, a browser on the developer's screen.
+_SCRUBBED_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "SSH_AUTH_SOCK", "SSH_ASKPASS")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # labhop creates its config dir itself (mode 0700), so it is named here but not created.
+    monkeypatch.setenv("LABHOP_CONFIG_DIR", str(tmp_path / "labhop-config"))
+    for name in _SCRUBBED_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A loopback sshd logging in as lhtest; host aliases in `sshd.config` (gpubox, ...)."""
+    problems = missing_prerequisites()
+    if problems:
+        reason = (
+            f"the ssh test bed is not ready ({'; '.join(problems)}): "
+            "run `sudo scripts/dev setup`, then run the tests as root"
+        )
+        # In CI a missing test bed is a broken build, never a quietly skipped suite.
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_remote_around_e2e(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Give each e2e test a remote with no lhtest processes and no labhop state.
+
+    Done before (a previous run may have been killed) and after (so one failing test does
+    not leave a server behind for the next).
+    """
+    if request.node.get_closest_marker("e2e") is None:
+        yield
+        return
+    # e2e tests need the sshd; asking for it first turns a missing test bed into its
+    # skip/fail instead of an error from the cleanup below.
+    request.getfixturevalue("sshd")
+    _clean_remote("before")
+    yield
+    _clean_remote("after")
+
+
+def _clean_remote(when: str) -> None:
+    killed = kill_user_processes()
+    if killed:
+        # Shown with the test's captured output when it fails.
+        print(f"killed leftover lhtest processes {when} the test: {killed}")
+    reset_remote_state()

@@ -1,0 +1,232 @@
+"""`labhop HOST` end to end: the real CLI, a real sshd on loopback, a real Jupyter server,
+real kernels executing code through the tunnel."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from labhop.local import preferred_port
+from tests import jupyter_api
+from tests.labhop_cli import LabhopProcess, run_labhop
+from tests.testbed import (
+    HOME,
+    Sshd,
+    listening_addresses,
+    processes_with_in_cmdline,
+    user_processes,
+)
+
+pytestmark = pytest.mark.e2e
+
+URL = r"http://127\.0\.0\.1:(?P<port>\d+)(?P<path>/\S*)\?token=(?P<token>[0-9a-f]{48})"
+STATE = HOME / ".local/state/labhop/servers"
+
+
+def start(sshd: Sshd, *args: str) -> LabhopProcess:
+    return LabhopProcess.start("-F", str(sshd.config), *args, "--no-browser")
+
+
+def wait_until_no_user_processes(timeout: float = 15) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = user_processes()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def stop_with_ctrl_c(labhop: LabhopProcess) -> None:
+    labhop.interrupt()
+    assert labhop.wait(30) == 0, labhop.output
+    assert "stopped 'proj'" in labhop.output or "stopped '" in labhop.output
+    assert wait_until_no_user_processes() == []
+
+
+def test_lab_in_a_venv_runs_code_and_ctrl_c_leaves_nothing(sshd: Sshd) -> None:
+    with start(sshd, "gpubox", "--env", "venv:~/jvenv", "--dir", "~/proj") as labhop:
+        url = labhop.wait_for(URL, timeout=90)
+        port, token = int(url["port"]), url["token"]
+        base = f"http://127.0.0.1:{port}"
+        assert url["path"] == "/lab"
+        assert "JupyterLab is ready on gpubox" in labhop.output
+
+        output, _ = jupyter_api.execute(
+            base,
+            token,
+            "import os, sys, getpass\nprint(getpass.getuser(), os.getcwd(), sys.prefix)\n6 * 7",
+        )
+        assert output.split() == ["lhtest", str(HOME / "proj"), str(HOME / "jvenv"), "42"]
+
+        # Security: the token is on no command line, the local end is loopback only, and
+        # the remote socket is private.
+        assert processes_with_in_cmdline(token) == []
+        assert listening_addresses(port) == {"127.0.0.1"}
+        endpoint = (STATE / "proj" / "endpoint").read_text().strip()
+        assert endpoint.startswith("unix:")
+        sock = Path(endpoint.removeprefix("unix:"))
+        assert stat.S_ISSOCK(sock.stat().st_mode)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE((STATE / "proj" / "token").stat().st_mode) == 0o600
+        record = json.loads((STATE / "proj" / "launch.json").read_text())
+        assert record["env"] == "venv:~/jvenv"
+
+        stop_with_ctrl_c(labhop)
+        assert not (STATE / "proj").exists()
+        assert not sock.exists()
+
+
+@pytest.mark.parametrize(
+    ("app", "env", "path", "prefix"),
+    [
+        ("notebook", ["--env", "conda:jl"], "/tree", HOME / "miniforge3/envs/jl"),
+        ("server", [], "/", HOME / "jvenv"),
+    ],
+    ids=["notebook-in-conda", "server-on-login-path"],
+)
+def test_each_app_and_env_reaches_ready(
+    sshd: Sshd, app: str, env: list[str], path: str, prefix: Path
+) -> None:
+    # conda itself cannot be installed here: ~/miniforge3/etc/profile.d/conda.sh is a
+    # stand-in that defines `conda activate` the way conda's own does (scripts/testbed-setup).
+    with start(sshd, "gpubox", "--app", app, *env, "--name", "proj") as labhop:
+        url = labhop.wait_for(URL, timeout=90)
+        assert url["path"] == path
+        output, _ = jupyter_api.execute(
+            f"http://127.0.0.1:{url['port']}",
+            url["token"],
+            "import os; print(os.environ.get('CONDA_PREFIX') or os.environ['PATH'].split(':')[0])",
+        )
+        assert output.strip().startswith(str(prefix))
+        stop_with_ctrl_c(labhop)
+
+
+def test_through_a_jump_host(sshd: Sshd) -> None:
+    with start(sshd, "-J", "gpubox", "gpubox-jumped", "--name", "proj") as labhop:
+        url = labhop.wait_for(URL, timeout=90)
+        status = jupyter_api.api_status(f"http://127.0.0.1:{url['port']}", url["token"])
+        assert "started" in status
+        stop_with_ctrl_c(labhop)
+
+
+def test_sigterm_stops_the_server_too(sshd: Sshd) -> None:
+    with start(sshd, "gpubox", "--name", "proj") as labhop:
+        labhop.wait_for(URL, timeout=90)
+        labhop.terminate()
+        assert labhop.wait(30) == 0, labhop.output
+        assert wait_until_no_user_processes() == []
+
+
+def test_ctrl_c_during_start_up_leaves_nothing(sshd: Sshd) -> None:
+    with start(sshd, "gpubox", "--name", "proj") as labhop:
+        labhop.wait_for(r"waiting for JupyterLab to answer", timeout=60)
+        labhop.interrupt()
+        assert labhop.wait(30) == 130, labhop.output
+        assert "interrupted before the server was ready" in labhop.output
+    assert wait_until_no_user_processes() == []
+    assert not (STATE / "proj").exists()
+
+
+def test_keep_leaves_the_server_running_and_says_how_to_find_it(sshd: Sshd) -> None:
+    with start(sshd, "gpubox", "--name", "proj", "--keep") as labhop:
+        url = labhop.wait_for(URL, timeout=90)
+        labhop.interrupt()
+        assert labhop.wait(30) == 0, labhop.output
+        assert "labhop attach gpubox proj" in labhop.output
+    pid = int((STATE / "proj" / "pid").read_text())
+    assert any(p == pid for p, _ in user_processes())
+    # Starting again under the same name attaches to it, with the same token.
+    with start(sshd, "gpubox", "--name", "proj") as again:
+        url2 = again.wait_for(URL, timeout=60)
+        assert "already running" in again.output
+        assert url2["token"] == url["token"]
+        again.interrupt()
+        assert again.wait(30) == 0, again.output
+    assert any(p == pid for p, _ in user_processes())
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["gpubox-wrongkey"], 12, "refused to log you in"),
+        (["nosuchhost.invalid"], 10, "unknown host 'nosuchhost.invalid'"),
+        (["gpubox-badhostkey"], 13, "host key of gpubox-badhostkey has changed"),
+        (["gpubox-down"], 11, "refused the connection"),
+        (["gpubox", "--env", "venv:~/nope"], 20, "no virtualenv at /home/lhtest/nope"),
+        (["gpubox", "--env", "conda:nope"], 20, "conda environment 'nope' not found"),
+        (["gpubox", "--env", "venv:~/emptyvenv"], 21, "jupyter-lab is not installed in venv"),
+        (["gpubox", "--dir", "~/no-such-dir"], 22, "server root /home/lhtest/no-such-dir"),
+        (["gpubox", "--env", "python3"], 3, "bad --env 'python3'"),
+        (["gpubox", "--", "--ServerApp.root_dir=/no/such/dir"], 23, "exited during start-up"),
+    ],
+    ids=[
+        "wrong-key",
+        "unknown-host",
+        "host-key-changed",
+        "refused",
+        "no-venv",
+        "no-conda-env",
+        "env-without-jupyter",
+        "bad-dir",
+        "bad-env-spec",
+        "server-exits",
+    ],
+)
+def test_user_errors_are_one_plain_line_and_a_distinct_status(
+    sshd: Sshd, args: list[str], status: int, message: str
+) -> None:
+    result = run_labhop("-F", str(sshd.config), "--no-browser", *args, timeout=90)
+    assert result.rc == status, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("labhop: error:")]
+    assert len(errors) == 1, result.stderr
+    assert message in errors[0]
+    assert wait_until_no_user_processes() == []
+
+
+def test_server_exit_shows_the_last_log_lines(sshd: Sshd) -> None:
+    result = run_labhop(
+        "-F",
+        str(sshd.config),
+        "gpubox",
+        "--no-browser",
+        "--",
+        "--ServerApp.root_dir=/no/such/dir",
+        timeout=90,
+    )
+    assert result.rc == 23
+    assert "/no/such/dir" in result.stderr.split("exited during start-up", 1)[1]
+
+
+def test_an_explicit_port_that_is_taken_is_an_error(sshd: Sshd) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_labhop(
+            "-F", str(sshd.config), "gpubox", "--no-browser", "--port", str(port), timeout=60
+        )
+    assert result.rc == 25
+    assert f"local port {port} is already in use" in result.stderr
+    assert wait_until_no_user_processes() == []
+
+
+def test_a_taken_default_port_is_replaced_with_a_line_saying_so(sshd: Sshd) -> None:
+    with socket.socket() as busy:
+        # SO_REUSEADDR: earlier tests leave connections to this port in TIME_WAIT.
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", preferred_port("gpubox")))
+        busy.listen()
+        with start(sshd, "gpubox", "--name", "proj") as labhop:
+            url = labhop.wait_for(URL, timeout=90)
+            assert (
+                f"local port {preferred_port('gpubox')} is busy; using {url['port']}"
+                in labhop.output
+            )
+            stop_with_ctrl_c(labhop)

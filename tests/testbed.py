@@ -1,0 +1,462 @@
+"""labhop's test bed: a private sshd on loopback that logs in as the test user `lhtest`.
+
+`scripts/testbed-setup` prepares lhtest (Jupyter in ~/jvenv, ~/emptyvenv, a conda stand-in in
+~/miniforge3, ~/proj). This module starts and stops sshd instances for that user, writes the
+matching client ssh_config, and inspects lhtest's processes and the machine's listening
+sockets. The pytest fixtures (tests/conftest.py) and `python -m tests.testbed demo` both use it.
+Everything needs root: sshd must switch to lhtest, and the helpers kill lhtest's processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+USER = "lhtest"
+HOME = Path("/home/lhtest")
+SSHD = Path("/usr/sbin/sshd")
+PRIVSEP_DIR = Path("/run/sshd")
+DEFAULT_ALIAS = "gpubox"
+START_TIMEOUT = 20.0
+# Host aliases in the client config are the base alias plus one of these suffixes.
+ALIAS_VARIANTS = ("", "jumped", "wrongkey", "badhostkey", "down")
+
+# Server settings shared by every instance; start_sshd adds the per-instance paths and port.
+# sshd keeps the FIRST value it reads for a keyword, so overrides replace entries here rather
+# than being appended after them.
+BASE_SSHD_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("ListenAddress", "127.0.0.1"),
+    ("UsePAM", "no"),
+    ("StrictModes", "no"),
+    ("PasswordAuthentication", "no"),
+    ("KbdInteractiveAuthentication", "no"),
+    ("PubkeyAuthentication", "yes"),
+    ("AllowUsers", USER),
+    ("AllowTcpForwarding", "yes"),
+    ("AllowStreamLocalForwarding", "yes"),
+    ("PermitRootLogin", "no"),
+    ("LogLevel", "VERBOSE"),
+    # Tests open many connections at once (master, forwards, parallel commands).
+    ("MaxSessions", "50"),
+    ("MaxStartups", "50"),
+    # Like most servers: sshd never probes an idle client, so a vanished client goes unnoticed.
+    ("ClientAliveInterval", "0"),
+)
+
+_TCP_LISTEN = "0A"  # socket state code for LISTEN in /proc/net/tcp*
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def missing_prerequisites() -> list[str]:
+    """What stops the test bed from working on this machine; empty when it is ready."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("not running as root")
+    if not SSHD.is_file():
+        problems.append(f"{SSHD} is missing")
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        problems.append(f"user {USER} does not exist")
+    if not (HOME / "jvenv/bin/jupyter-lab").is_file():
+        problems.append(f"{HOME}/jvenv/bin/jupyter-lab is missing")
+    return problems
+
+
+@dataclass(frozen=True, eq=False)
+class Sshd:
+    """A running sshd for lhtest and the client ssh_config that reaches it."""
+
+    workdir: Path
+    port: int
+    host_alias: str
+    process: subprocess.Popen[bytes]
+    # Bound but never listening, so connecting to the "-down" alias is refused, and no other
+    # program can take the port while this sshd runs.
+    down_socket: socket.socket
+
+    @property
+    def config(self) -> Path:
+        """The client ssh_config, for `ssh -F`."""
+        return self.workdir / "ssh_config"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "sshd.log"
+
+    def alias(self, variant: str = "") -> str:
+        """The client alias for a variant: "" (the host), jumped, wrongkey, badhostkey, down."""
+        if variant not in ALIAS_VARIANTS:
+            raise ValueError(f"unknown alias variant {variant!r}; known: {ALIAS_VARIANTS}")
+        return f"{self.host_alias}-{variant}" if variant else self.host_alias
+
+    def ssh_argv(self, *args: str) -> list[str]:
+        return ["ssh", "-F", str(self.config), *args]
+
+    def run(
+        self, *ssh_args: str, stdin_text: str | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `ssh -F <config> ARGS` to completion, capturing text output."""
+        return subprocess.run(
+            self.ssh_argv(*ssh_args),
+            input=stdin_text,
+            stdin=subprocess.DEVNULL if stdin_text is None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 5) -> None:
+        """Stop this sshd by the PID it was started with: SIGTERM, then SIGKILL."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.down_socket.close()
+
+    def __enter__(self) -> Sshd:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_sshd(
+    workdir: Path,
+    *,
+    host_alias: str = DEFAULT_ALIAS,
+    sshd_options: Mapping[str, str] | None = None,
+) -> Sshd:
+    """Start an sshd for lhtest on a free loopback port, with keys and configs in `workdir`.
+
+    `workdir` must be empty of an earlier sshd: give each instance its own directory.
+    `sshd_options` replace or add server settings, e.g. {"AllowStreamLocalForwarding": "no"};
+    `host_alias` names this instance's aliases in its client config ("nostream",
+    "nostream-jumped", ...), so a second sshd can be told apart in logs and messages.
+    """
+    if (workdir / "sshd_config").exists():
+        raise FileExistsError(f"{workdir} already holds an sshd; use a fresh directory")
+    workdir.mkdir(parents=True, exist_ok=True)
+    _generate_keys(workdir)
+    port = free_port()
+    down_socket = _reserve_refusing_port()
+    (workdir / "sshd_config").write_text(_server_config(workdir, port, sshd_options or {}))
+    _write_client_files(workdir, host_alias, port, down_socket.getsockname()[1])
+    # sshd refuses to start without its privilege-separation directory.
+    PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    with (workdir / "sshd.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(SSHD), "-D", "-e", "-f", str(workdir / "sshd_config")],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            # Out of the terminal's process group: a Ctrl+C meant for labhop (in the demo, or
+            # on pytest) must not kill the "remote" machine before labhop has cleaned up there.
+            start_new_session=True,
+        )
+    sshd = Sshd(workdir, port, host_alias, process, down_socket)
+    try:
+        _wait_until_ready(sshd, START_TIMEOUT)
+    except BaseException:
+        sshd.stop()
+        raise
+    return sshd
+
+
+def _generate_keys(workdir: Path) -> None:
+    # The "other" host key only feeds known_hosts_bad, to provoke a host-key mismatch.
+    for name in ("ssh_host_ed25519_key", "id_ed25519", "id_wrong", "other_host_key"):
+        argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"testbed-{name}"]
+        subprocess.run([*argv, "-f", str(workdir / name)], stdin=subprocess.DEVNULL, check=True)
+    (workdir / "authorized_keys").write_text((workdir / "id_ed25519.pub").read_text())
+
+
+def _reserve_refusing_port() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _server_config(workdir: Path, port: int, overrides: Mapping[str, str]) -> str:
+    options = [
+        *BASE_SSHD_OPTIONS,
+        ("Port", str(port)),
+        ("HostKey", str(workdir / "ssh_host_ed25519_key")),
+        ("PidFile", str(workdir / "sshd.pid")),
+        # sshd reads AuthorizedKeysFile as the logging-in user, and lhtest cannot traverse
+        # root's private temp dirs (pytest's are 0700). AuthorizedKeysCommand runs as root,
+        # so the file can stay in `workdir` without opening any directory up.
+        ("AuthorizedKeysFile", "none"),
+        ("AuthorizedKeysCommand", f"/bin/cat {workdir / 'authorized_keys'}"),
+        ("AuthorizedKeysCommandUser", "root"),
+    ]
+    return "".join(f"{key} {value}\n" for key, value in _merge_options(options, overrides))
+
+
+def _merge_options(
+    options: Sequence[tuple[str, str]], overrides: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """Replace options by keyword (case-insensitive, as sshd reads them); append new ones."""
+    by_key = {key.lower(): (key, value) for key, value in overrides.items()}
+    merged = [by_key.pop(key.lower(), (key, value)) for key, value in options]
+    return merged + list(by_key.values())
+
+
+def _write_client_files(workdir: Path, alias: str, port: int, down_port: int) -> None:
+    host_key = (workdir / "ssh_host_ed25519_key.pub").read_text().strip()
+    other_key = (workdir / "other_host_key.pub").read_text().strip()
+    (workdir / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key}\n")
+    (workdir / "known_hosts_bad").write_text(f"[127.0.0.1]:{port} {other_key}\n")
+    good_key, known_hosts = workdir / "id_ed25519", workdir / "known_hosts"
+    blocks = [
+        _client_host_block(alias, port, good_key, known_hosts),
+        # Same target; the two-hop test reaches it with `-J <alias>`.
+        _client_host_block(f"{alias}-jumped", port, good_key, known_hosts),
+        _client_host_block(f"{alias}-wrongkey", port, workdir / "id_wrong", known_hosts),
+        _client_host_block(f"{alias}-badhostkey", port, good_key, workdir / "known_hosts_bad"),
+        _client_host_block(f"{alias}-down", down_port, good_key, known_hosts),
+    ]
+    (workdir / "ssh_config").write_text("\n".join(blocks))
+
+
+def _client_host_block(name: str, port: int, identity: Path, known_hosts: Path) -> str:
+    return (
+        f"Host {name}\n"
+        f"    HostName 127.0.0.1\n"
+        f"    Port {port}\n"
+        f"    User {USER}\n"
+        f'    IdentityFile "{identity}"\n'
+        f"    IdentitiesOnly yes\n"
+        f'    UserKnownHostsFile "{known_hosts}"\n'
+        f"    StrictHostKeyChecking yes\n"
+        f"    BatchMode yes\n"
+        f"    ConnectTimeout 10\n"
+    )
+
+
+def _wait_until_ready(sshd: Sshd, timeout: float) -> None:
+    """Wait until a real login works: sshd listening is not enough to prove the keys fit."""
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        if sshd.process.poll() is not None:
+            raise RuntimeError(
+                f"sshd exited with {sshd.process.returncode} while starting; "
+                f"{sshd.log_path}:\n{sshd.log_tail()}"
+            )
+        remaining = max(deadline - time.monotonic(), 1)
+        try:
+            probe = sshd.run(sshd.alias(), "true", timeout=min(remaining, 10))
+        except subprocess.TimeoutExpired:
+            last_error = "ssh probe timed out"
+            continue
+        if probe.returncode == 0:
+            return
+        last_error = probe.stderr.strip()
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"sshd on port {sshd.port} did not accept `ssh {sshd.alias()} true` within {timeout:g}s "
+        f"(last ssh error: {last_error!r}); {sshd.log_path}:\n{sshd.log_tail()}"
+    )
+
+
+# --- processes and sockets, read from /proc ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ProcInfo:
+    pid: int
+    real_uid: int
+    zombie: bool
+    cmdline: str
+
+
+def _processes() -> Iterator[_ProcInfo]:
+    """Every process on the machine; those that vanish while being read are skipped."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            raw_cmdline = (entry / "cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        cmdline = raw_cmdline.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        yield _ProcInfo(
+            pid=int(entry.name),
+            real_uid=int(fields["Uid"].split()[0]),
+            zombie=fields["State"].strip().startswith("Z"),
+            # Kernel threads and exiting processes have an empty cmdline; show their name.
+            cmdline=cmdline or f"[{fields['Name'].strip()}]",
+        )
+
+
+def user_processes(user: str = USER) -> list[tuple[int, str]]:
+    """(pid, cmdline) of each live process whose real uid is `user`'s.
+
+    Zombies are left out: they have already exited, cannot be killed, and only wait for a
+    parent to reap them (this machine's PID 1 may never do so).
+    """
+    uid = pwd.getpwnam(user).pw_uid
+    return [(p.pid, p.cmdline) for p in _processes() if p.real_uid == uid and not p.zombie]
+
+
+def kill_user_processes(user: str = USER, timeout: float = 5) -> list[tuple[int, str]]:
+    """SIGKILL every process of `user`, by PID, until none is left; returns those killed.
+
+    Repeats because a dying parent (an sshd session, a Jupyter server) can start children
+    between the listing and the kill.
+    """
+    killed: dict[int, str] = {}
+    deadline = time.monotonic() + timeout
+    while remaining := user_processes(user):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes of {user} survived SIGKILL: {remaining}")
+        for pid, cmdline in remaining:
+            killed.setdefault(pid, cmdline)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    return sorted(killed.items())
+
+
+def processes_with_in_cmdline(text: str) -> list[tuple[int, str]]:
+    """(pid, cmdline) of every process whose command line contains `text` (e.g. a secret)."""
+    return [(p.pid, p.cmdline) for p in _processes() if text in p.cmdline]
+
+
+def reset_remote_state(user: str = USER) -> None:
+    """Delete what labhop leaves on the remote for `user`: its state dir and runtime dirs.
+
+    Only paths owned by `user` are removed, so nothing of root's or another user's under
+    /tmp can be hit by the glob.
+    """
+    account = pwd.getpwnam(user)
+    tmp = Path("/tmp")  # noqa: S108 -- labhop's node-local runtime dir on the remote is /tmp/labhop-<uid>
+    candidates = [
+        Path(account.pw_dir) / ".local/state/labhop",
+        *tmp.glob("labhop-*"),
+        *Path(f"/run/user/{account.pw_uid}").glob("labhop*"),
+    ]
+    for path in candidates:
+        if _owned_by(path, account.pw_uid):
+            _remove(path)
+
+
+def _owned_by(path: Path, uid: int) -> bool:
+    try:
+        return path.lstat().st_uid == uid
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    # rmtree refuses symlinks; a symlink owned by the user is removed itself, never followed.
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket in LISTEN state on `port`, e.g. {"127.0.0.1"}."""
+    addresses = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            address_hex, port_hex = fields[1].split(":")
+            if fields[3] == _TCP_LISTEN and int(port_hex, 16) == port:
+                addresses.add(_decode_proc_address(address_hex))
+    return addresses
+
+
+def _decode_proc_address(address_hex: str) -> str:
+    # The kernel prints the address as 32-bit words in host byte order; packing each word
+    # natively restores the bytes as they lie in memory, which is network order.
+    words = [int(address_hex[i : i + 8], 16) for i in range(0, len(address_hex), 8)]
+    packed = struct.pack(f"={len(words)}I", *words)
+    family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+    return socket.inet_ntop(family, packed)
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+DEMO_DEFAULT_ARGS = ("gpubox", "--dir", "~/proj")
+
+
+def demo(labhop_args: Sequence[str]) -> int:
+    """Run labhop in the foreground against a throwaway sshd; returns labhop's exit status."""
+    problems = missing_prerequisites()
+    if problems:
+        print(
+            f"demo: test bed not ready ({'; '.join(problems)}); run `sudo scripts/dev setup`"
+            " and run the demo as root",
+            file=sys.stderr,
+        )
+        return 1
+    args = list(labhop_args) or list(DEMO_DEFAULT_ARGS)
+    with (
+        tempfile.TemporaryDirectory(prefix="lhtestbed-demo-") as tmp,
+        start_sshd(Path(tmp)) as sshd,
+    ):
+        print(
+            f"This is labhop's test bed. An sshd on 127.0.0.1:{sshd.port} stands in for the GPU "
+            f"machine `{sshd.alias()}`: it logs in as the local user {USER}, whose Jupyter lives "
+            f"in {HOME}/jvenv (found by login shells through ~/.profile) and whose project is "
+            f"{HOME}/proj. The host aliases are in {sshd.config}, which labhop gets with -F; "
+            f"the sshd log is {sshd.log_path}. Press Ctrl+C to stop labhop; the sshd stops "
+            "with it.\n",
+            flush=True,
+        )
+        return _run_in_foreground([sys.executable, "-m", "labhop", "-F", str(sshd.config), *args])
+
+
+def _run_in_foreground(argv: list[str]) -> int:
+    """Run argv on this terminal and leave Ctrl+C to it; we only clean up once it exits."""
+    child = subprocess.Popen(argv)
+    # Ignore SIGINT only after the child started, so the child keeps the default handling.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def main(argv: Sequence[str]) -> int:
+    if not argv or argv[0] != "demo":
+        print("usage: python -m tests.testbed demo [LABHOP_ARGS...]", file=sys.stderr)
+        return 2
+    return demo(argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
