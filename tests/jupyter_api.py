@@ -55,6 +55,13 @@ def start_kernel(base_url: str, token: str, timeout: float = 60) -> str:
     return json.loads(reply)["id"]
 
 
+def list_kernels(base_url: str, token: str, timeout: float = 10) -> list[dict[str, Any]]:
+    """`GET /api/kernels`: the server's running kernels."""
+    kernels = json.loads(_request("GET", base_url, "/api/kernels", token, timeout=timeout))
+    assert isinstance(kernels, list)
+    return kernels
+
+
 def shutdown_kernel(base_url: str, token: str, kernel_id: str, timeout: float = 30) -> None:
     _request("DELETE", base_url, f"/api/kernels/{kernel_id}", token, timeout=timeout)
 

@@ -183,6 +183,10 @@ class LabhopProcess:
         """Ctrl+C as a terminal sends it: SIGINT to the whole foreground process group."""
         os.killpg(self._process.pid, signal.SIGINT)
 
+    def kill(self) -> None:
+        """SIGKILL to labhop alone (`kill -9 PID`): no chance to clean up."""
+        self._process.kill()
+
     def terminate(self) -> None:
         """SIGTERM to labhop alone, as `kill PID` would."""
         self._process.terminate()

@@ -5,6 +5,7 @@ behind the same methods, so the supervisor in `session` never changes.
 from __future__ import annotations
 
 import logging
+import subprocess
 from dataclasses import dataclass
 
 from labhop import remote
@@ -13,6 +14,7 @@ from labhop.errors import (
     JupyterNotFoundError,
     RemoteError,
     RootDirMissingError,
+    ServerNotFoundError,
 )
 from labhop.ssh import Connection
 
@@ -114,3 +116,57 @@ class HostBackend:
             raise script_failure(result.stdout, result.stderr, result.returncode,
                                  "stopping the server")
         return remote.parse_output(result.stdout)
+
+    def list(self, name: str = "", *, with_token: bool = False
+             ) -> tuple[list[remote.ServerEntry], list[str]]:
+        """Running servers (all, or `name`), and the stale entries that were cleaned."""
+        result = self.conn.run_script(remote.list_script(name, with_token=with_token))
+        if result.returncode != 0:
+            raise script_failure(result.stdout, result.stderr, result.returncode,
+                                 "listing servers")
+        return remote.parse_entries(result.stdout)
+
+    def find(self, name: str = "", *, with_token: bool = False) -> remote.ServerEntry:
+        """The server called `name`, or the only one running when no name is given."""
+        entries, _ = self.list(with_token=with_token)
+        host = self.conn.target.host
+        if name:
+            for entry in entries:
+                if entry.name == name:
+                    return entry
+            running = ", ".join(entry.name for entry in entries) or "none"
+            raise ServerNotFoundError(
+                f"no server named '{name}' is running on {host} (running: {running})")
+        if len(entries) == 1:
+            return entries[0]
+        if not entries:
+            raise ServerNotFoundError(
+                f"no labhop server is running on {host}; start one with: labhop {host}")
+        names = ", ".join(entry.name for entry in entries)
+        raise ServerNotFoundError(
+            f"{len(entries)} servers are running on {host} ({names}); name the one you mean")
+
+    def hold_ownership(self, name: str, client: str) -> subprocess.Popen[str]:
+        """Mark `name` as attached to this labhop until the returned child ends."""
+        return self.conn.start_script(remote.owner_script(name, client))
+
+    def logs(self, name: str, *, lines: int) -> str | None:
+        """The last `lines` of the server's log; None if there is no such server."""
+        result = self.conn.run_script(remote.logs_script(name, lines=lines))
+        if result.returncode != 0:
+            raise script_failure(result.stdout, result.stderr, result.returncode,
+                                 "reading the log")
+        if remote.parse_output(result.stdout).get("known") == "0":
+            return None
+        return "\n".join(line for line in result.stdout.splitlines()
+                         if not line.startswith("labhop:"))
+
+    def follow_logs(self, name: str, *, lines: int) -> subprocess.Popen[str]:
+        """`tail -f` the log to our stdout until the returned child is released."""
+        return self.conn.start_script(remote.logs_script(name, lines=lines, follow=True),
+                                      stdout=None)
+
+
+def server_from_entry(entry: remote.ServerEntry) -> Server:
+    return Server(name=entry.name, token=entry.token, endpoint=entry.endpoint, pid=entry.pid,
+                  node=entry.node, existing=True)

@@ -6,15 +6,17 @@ and becomes one line on stderr and its documented exit status.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from labhop import __version__
+from labhop import __version__, commands
 from labhop.errors import ExitStatus, LabhopError
 from labhop.remote import APPS, parse_env_spec
 from labhop.session import Session, StartRequest, validate_name
@@ -160,6 +162,121 @@ def start(ctx: click.Context, host: str, env_spec: str | None, app: str, root_di
         jupyter_args=tuple(ctx.obj.get("jupyter_args", ())),
     )
     return Session(request, UI(quiet=quiet)).run()
+
+
+@cli.command()
+@click.argument("host")
+@click.argument("name", required=False, default="")
+@click.option("--port", type=click.IntRange(1, 65535), metavar="N",
+              help="Local port (default: a stable port per host, or a free one).")
+@click.option("--no-browser", is_flag=True, help="Print the URL but do not open a browser.")
+@click.option("--timeout", "start_timeout", metavar="DURATION", default=DEFAULT_START_TIMEOUT,
+              show_default=True, help="How long to wait for the server to answer.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the URL and errors.")
+@ssh_options
+def attach(host: str, name: str, port: int | None, no_browser: bool, start_timeout: str,
+           quiet: bool, **params: Any) -> int:
+    """Tunnel to a server that is already running on HOST and open the browser.
+
+    NAME may be left out when only one server runs there. Works from any laptop:
+    everything needed is on HOST. Ctrl+C closes the tunnel; the server keeps running.
+    """
+    request = StartRequest(
+        target=make_target(host, params),
+        name=validate_name(name) if name else "",
+        port=port,
+        open_browser=not no_browser,
+        start_timeout=float(parse_duration(start_timeout) or 1),
+    )
+    return Session(request, UI(quiet=quiet), attach_only=True).run()
+
+
+def _local_time(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return iso or "?"
+
+
+def _age(seconds: int | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 3600:
+        return f"{max(seconds, 0) // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+
+
+@cli.command(name="ls")
+@click.argument("host")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@ssh_options
+def list_command(host: str, as_json: bool, **params: Any) -> int:
+    """List the labhop servers running on HOST.
+
+    STATE is 'attached' while a labhop is connected to the server, 'kept' for a server
+    started with --keep, and 'owner gone' when the labhop that started it vanished
+    (it stops itself after its --idle-timeout). Entries of servers that died are
+    cleaned up, never shown as running.
+    """
+    ui = UI()
+    rows, cleaned = commands.list_servers(make_target(host, params))
+    if as_json:
+        ui.raw(json.dumps([row.as_json() for row in rows], indent=2))
+        return ExitStatus.OK
+    if cleaned:
+        ui.info(f"cleaned up {len(cleaned)} entr{'y' if len(cleaned) == 1 else 'ies'} of "
+                f"servers that had exited: {', '.join(cleaned)}")
+    if not rows:
+        ui.info(f"no labhop servers are running on {host}")
+        return ExitStatus.OK
+    ui.table(
+        ["NAME", "APP", "ENV", "ROOT", "STARTED", "AGE", "STATE", "PID", "KERNELS"],
+        [[row.name, row.app, row.env or "-", row.root_dir, _local_time(row.started),
+          _age(row.age_s), row.state, row.pid,
+          "?" if row.kernels is None else str(row.kernels)] for row in rows],
+    )
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.argument("host")
+@click.argument("name", required=False, default="")
+@click.option("--all", "stop_all", is_flag=True, help="Stop every labhop server on HOST.")
+@ssh_options
+def stop(host: str, name: str, stop_all: bool, **params: Any) -> int:
+    """Stop a server on HOST: Jupyter shuts its kernels down first, then it exits.
+
+    NAME may be left out when only one server runs there.
+    """
+    if name and stop_all:
+        raise click.UsageError("give a NAME or --all, not both")
+    ui = UI()
+    stopped = commands.stop_servers(make_target(host, params), name, stop_all=stop_all, ui=ui)
+    for item in stopped:
+        kernels = "" if item.kernels is None else (
+            f", {item.kernels} kernel{'s' if item.kernels != 1 else ''}")
+        forced = "; it had to be killed (SIGKILL)" if item.signal == "KILL" else ""
+        ui.done(f"stopped '{item.name}' on {host} (pid {item.pid}{kernels}){forced}")
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.argument("host")
+@click.argument("name", required=False, default="")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl+C.")
+@click.option("-n", "--lines", type=click.IntRange(1, 100000), default=100, show_default=True,
+              help="How many of the last lines to show.")
+@ssh_options
+def logs(host: str, name: str, follow: bool, lines: int, **params: Any) -> int:
+    """Show the Jupyter log of a server on HOST (NAME may be left out if only one runs)."""
+    ui = UI()
+    text = commands.show_logs(make_target(host, params), name, lines=lines, follow=follow,
+                              ui=ui)
+    if text:
+        ui.raw(text)
+    return ExitStatus.OK
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ user pressed Ctrl+C.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import subprocess
@@ -77,3 +78,43 @@ def run_interactive(argv: Sequence[str], *, stderr_path: Path, timeout: float | 
         )
     _LOGGER.debug("exit %s: %s", result.returncode, shlex.join(argv[:1]))
     return result.returncode
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdin_text: str = "",
+    stdout: int | None = subprocess.DEVNULL,
+    stderr: int | None = subprocess.DEVNULL,
+) -> subprocess.Popen[str]:
+    """Start a long-lived child in its own session, its stdin a pipe that we keep open.
+
+    The open pipe is the child's lifeline: when labhop exits, however it dies, the pipe
+    reaches EOF and the child (or the remote script behind it) knows its owner is gone.
+    """
+    _LOGGER.debug("spawn: %s", shlex.join(argv))
+    child = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+    )
+    if stdin_text:
+        assert child.stdin is not None
+        child.stdin.write(stdin_text)
+        child.stdin.flush()
+    return child
+
+
+def release(child: subprocess.Popen[str], *, timeout: float = 5.0) -> None:
+    """Close a spawned child's lifeline and wait for it; kill it if it lingers."""
+    if child.stdin is not None and not child.stdin.closed:
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()

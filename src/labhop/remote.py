@@ -263,6 +263,7 @@ main() {
     eval "set -- \"\$@\" $jupyter_args"
     printf '%s' "$token" > "$state/token"
     printf '%s\n' "$endpoint" > "$state/endpoint"
+    printf '%s\n' "$root" > "$state/root"
     hostname > "$state/node"
     printf '%s\n' "$record" > "$state/launch.json"
     JUPYTER_TOKEN=$token LABHOP_SERVER_ID=$server_id JUPYTER_RUNTIME_DIR=$rundir/$server_id.rt
@@ -388,20 +389,21 @@ count_kernels() {
     printf '%s' "$n"
 }
 describe() {
-    state=$1; name=${state##*/}
+    state=$1; entry=${state##*/}
     pid=$(read_file "$state/pid"); id=$(read_file "$state/id")
     if ! is_ours "$pid" "$id"; then
         # Died, culled for idleness, or the host rebooted: never show it as running.
         if [ -s "$state/pid" ] || [ ! -f "$state/id" ]; then
             rm -rf "$state"
-            out "cleaned=$name"
+            out "cleaned=$entry"
         fi
         return 0
     fi
-    out "begin=$name"
+    out "begin=$entry"
     out "pid=$pid"
     out "endpoint=$(read_file "$state/endpoint")"
     out "node=$(read_file "$state/node")"
+    out "root=$(read_file "$state/root")"
     owner=$(read_file "$state/owner")
     if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then
         out "owner=$(read_file "$state/owner-client")"
@@ -411,7 +413,7 @@ describe() {
     [ "$with_kernels" = 1 ] && [ -r /proc/self/environ ] && out "kernels=$(count_kernels "$pid" "$id")"
     [ "$with_token" = 1 ] && out "token=$(read_file "$state/token")"
     out "record=$(head -n 1 "$state/launch.json" 2>/dev/null)"
-    out "end=$name"
+    out "end=$entry"
 }
 main() {
     root=$(state_root)
@@ -544,6 +546,7 @@ class ServerEntry:
     pid: str
     endpoint: str
     node: str
+    root: str
     owner: str
     kernels: int | None
     token: str
@@ -582,6 +585,7 @@ def _entry(block: dict[str, str]) -> ServerEntry:
         pid=block.get("pid", ""),
         endpoint=block.get("endpoint", ""),
         node=block.get("node", ""),
+        root=block.get("root", ""),
         owner=block.get("owner", ""),
         kernels=int(kernels) if kernels and kernels.isdigit() else None,
         token=block.get("token", ""),

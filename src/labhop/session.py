@@ -7,12 +7,14 @@ It knows the steps, not shell syntax (`remote`) nor ssh flags (`ssh`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import logging
 import os
 import secrets
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from types import FrameType
 
-from labhop import __version__, local, remote, server_api
-from labhop.backends import HostBackend, Server
+from labhop import __version__, local, proc, remote, server_api
+from labhop.backends import HostBackend, Server, server_from_entry
 from labhop.errors import (
     ExitStatus,
     LabhopError,
@@ -41,7 +43,8 @@ APP_LABELS = {"lab": "JupyterLab", "notebook": "Jupyter Notebook", "server": "Ju
 # conclude that sshd refuses Unix-socket forwarding and fall back to TCP.
 SOCKET_REFUSED_AFTER_S = 3.0
 LIVENESS_CHECK_S = 2.0
-RECONNECT_BACKOFF_S = (1, 2, 4, 8, 15, 30)
+# Capped low: once the network is back, the tunnel should be back within seconds.
+RECONNECT_BACKOFF_S = (1, 2, 3, 5)
 
 
 class Interrupted(BaseException):
@@ -136,6 +139,8 @@ class Session:
         self.owns_server = False
         # The id of a launch whose answer has not arrived yet (see _stop_or_detach).
         self.pending_id = ""
+        self.watchdog: subprocess.Popen[str] | None = None
+        self.ownership: subprocess.Popen[str] | None = None
 
     # -- the whole run ----------------------------------------------------------------
     def run(self) -> int:
@@ -158,6 +163,8 @@ class Session:
                     self._cleanup()
                     raise
         finally:
+            if self.watchdog is not None:
+                proc.release(self.watchdog)
             local.remove_run_dir(self.run_dir)
         return ExitStatus.OK
 
@@ -167,10 +174,29 @@ class Session:
         self.conn = Connection(request.target, self.run_dir)
         self.ui.step(f"connecting to {self.conn.describe()}")
         self.conn.open()
+        self.watchdog = self.conn.start_watchdog(self.run_dir)
         self.backend = HostBackend(self.conn)
-        self.server = self._launch("unix")
+        self.server = self._attach() if self.attach_only else self._launch("unix")
         self._forward()
         self._wait_ready()
+        self._hold_ownership()
+
+    def _attach(self) -> Server:
+        assert self.backend is not None
+        entry = self.backend.find(self.request.name, with_token=True)
+        self.ui.info(f"attaching to '{entry.name}' on {self.request.target.host} "
+                     f"(pid {entry.pid})")
+        self.request = dataclasses.replace(
+            self.request, app=str(entry.record.get("app") or "lab"), name=entry.name)
+        return server_from_entry(entry)
+
+    def _hold_ownership(self) -> None:
+        """While we run, `labhop ls` shows the server as attached (and whose it is)."""
+        assert self.backend is not None and self.server is not None
+        if self.ownership is not None:
+            proc.release(self.ownership, timeout=2)
+        client = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
+        self.ownership = self.backend.hold_ownership(self.server.name, client)
 
     # -- steps ------------------------------------------------------------------------
     def _launch(self, transport: str) -> Server:
@@ -218,6 +244,7 @@ class Session:
             "idle_timeout": request.idle_timeout,
             "client": f"{getpass.getuser()}@{socket.gethostname()}",
             "client_pid": os.getpid(),
+            "keep": request.keep,
             "labhop": __version__,
             "jupyter_args": list(request.jupyter_args),
         }
@@ -331,9 +358,8 @@ class Session:
                     self.ui.info("could not open a browser; open the URL above yourself")
             else:
                 self.ui.info("no display here, so no browser; open the URL above")
-        stop_hint = ("leave the server running" if not self.owns_server
-                     else "stop the server and its kernels")
-        if self.request.keep and self.owns_server:
+        stop_hint = "stop the server and its kernels"
+        if self.request.keep or not self.owns_server:
             stop_hint = "close the tunnel (the server keeps running)"
         self.ui.info(f"Press Ctrl+C to {stop_hint}.")
 
@@ -367,10 +393,15 @@ class Session:
                     details=self._log_tail(),
                 )
             self._forward()
+            self._hold_ownership()
             self.ui.done(f"reconnected; {self.url()} works again")
             return
 
     def _countdown(self, seconds: int, attempt: int) -> None:
+        if not self.ui.interactive:
+            self.ui.info(f"reconnecting (attempt {attempt}) in {seconds} s")
+            time.sleep(seconds)
+            return
         with self.ui.spinner(f"reconnecting (attempt {attempt}) in {seconds} s"):
             for remaining in range(seconds, 0, -1):
                 self.ui.step(f"reconnecting (attempt {attempt}) in {remaining} s")
@@ -379,6 +410,8 @@ class Session:
     # -- cleanup ----------------------------------------------------------------------
     def _cleanup(self) -> None:
         with deferred_interrupts(self.ui):
+            if self.ownership is not None:
+                proc.release(self.ownership, timeout=2)
             try:
                 self._stop_or_detach()
             except Interrupted:

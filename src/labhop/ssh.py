@@ -259,6 +259,9 @@ class Connection:
         """Start the master connection; prompts (password, 2FA, host key) reach the tty."""
         resolved = self.resolve()
         self.log_path.write_text("", encoding="utf-8")
+        # A master killed without cleanup leaves its socket behind, and a new master
+        # would then run without multiplexing.
+        self.control_path.unlink(missing_ok=True)
         argv = [
             self._ssh, "-M", "-N", "-f",
             "-S", str(self.control_path),
@@ -305,6 +308,23 @@ class Connection:
         if result.returncode == 255:
             raise classify_failure(result.stderr, host=self.target.host, who=self.describe())
         return result
+
+    def start_script(self, script: str, *,
+                     stdout: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
+        """Run a script that lives as long as we hold its stdin open (see `proc.spawn`)."""
+        argv = [*self._client_argv("-T"), REMOTE_PLAIN_BOOTSTRAP]
+        return proc.spawn(argv, stdin_text=script, stdout=stdout)
+
+    def start_watchdog(self, run_dir: Path) -> subprocess.Popen[str]:
+        """A local process that closes the master once labhop is gone, however it died.
+
+        The master detached from us (`ssh -f`), so nothing else would end it after a
+        `kill -9`: the watchdog waits for EOF on its stdin, which only labhop holds.
+        """
+        exit_argv = [self._ssh, *self._mux_args(), "-O", "exit", *self.target.user_args(),
+                     "--", self.target.host]
+        script = 'cat >/dev/null; "$@" >/dev/null 2>&1; rm -rf -- "$0"'
+        return proc.spawn(["/bin/sh", "-c", script, str(run_dir), *exit_argv])
 
     def forward(self, local_port: int, remote: str) -> None:
         """Forward 127.0.0.1:local_port to `remote` (a socket path or host:port)."""

@@ -14,12 +14,16 @@ from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 
 class UI:
     def __init__(self, *, stdout: TextIO | None = None, stderr: TextIO | None = None,
                  quiet: bool = False) -> None:
         self.out = Console(file=stdout or sys.stdout, highlight=False, soft_wrap=True)
+        if not self.out.is_terminal:
+            # Piped output is for scripts and files: never fold a table row.
+            self.out.width = 1000
         self.err = Console(file=stderr or sys.stderr, highlight=False, soft_wrap=True)
         self.quiet = quiet
         self._status = None
@@ -54,6 +58,19 @@ class UI:
 
     def result(self, text: str) -> None:
         self.out.print(escape(text))
+
+    def raw(self, text: str) -> None:
+        """Data that must reach stdout byte for byte (JSON, log lines)."""
+        self.out.file.write(text if text.endswith("\n") or not text else text + "\n")
+        self.out.file.flush()
+
+    def table(self, headers: list[str], rows: list[list[str]]) -> None:
+        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        for header in headers:
+            table.add_column(header, overflow="fold")
+        for row in rows:
+            table.add_row(*(escape(cell) for cell in row))
+        self.out.print(table)
 
     @contextlib.contextmanager
     def spinner(self, message: str) -> Iterator[None]:

@@ -1,0 +1,139 @@
+"""The short commands (`ls`, `stop`, `logs`): connect, run one remote step, return data.
+
+They return plain data; `cli` decides how to print it (a table or `--json`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+from labhop import local, proc, remote
+from labhop.backends import HostBackend
+from labhop.errors import ServerNotFoundError
+from labhop.ssh import Connection, Target
+from labhop.ui import UI
+
+
+@contextlib.contextmanager
+def connected(target: Target) -> Iterator[HostBackend]:
+    """A master connection for one command; closed (and its directory removed) after."""
+    run_dir = local.make_run_dir()
+    conn = Connection(target, run_dir)
+    try:
+        conn.open()
+        try:
+            yield HostBackend(conn)
+        finally:
+            conn.close()
+    finally:
+        local.remove_run_dir(run_dir)
+
+
+@dataclass(frozen=True)
+class ServerRow:
+    """One line of `labhop ls`."""
+
+    name: str
+    app: str
+    env: str
+    root_dir: str
+    started: str
+    age_s: int | None
+    state: str
+    pid: str
+    kernels: int | None
+    owner: str
+    node: str
+    idle_timeout: int | None
+
+    def as_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def row_from_entry(entry: remote.ServerEntry, now: datetime) -> ServerRow:
+    record = entry.record
+    started = str(record.get("started") or "")
+    age = None
+    with contextlib.suppress(ValueError):
+        age = int((now - datetime.fromisoformat(started)).total_seconds())
+    if entry.owner:
+        state = "attached"
+    elif record.get("keep"):
+        state = "kept"
+    else:
+        state = "owner gone"
+    idle = record.get("idle_timeout")
+    return ServerRow(
+        name=entry.name,
+        app=str(record.get("app") or ""),
+        env=str(record.get("env") or ""),
+        root_dir=entry.root or str(record.get("root_dir") or "~"),
+        started=started,
+        age_s=age,
+        state=state,
+        pid=entry.pid,
+        kernels=entry.kernels,
+        owner=entry.owner,
+        node=entry.node,
+        idle_timeout=idle if isinstance(idle, int) else None,
+    )
+
+
+def list_servers(target: Target) -> tuple[list[ServerRow], list[str]]:
+    with connected(target) as backend:
+        entries, cleaned = backend.list()
+    now = datetime.now(timezone.utc)
+    return [row_from_entry(entry, now) for entry in entries], cleaned
+
+
+@dataclass(frozen=True)
+class Stopped:
+    name: str
+    pid: str
+    kernels: int | None
+    signal: str  # "" when Jupyter's own shutdown (SIGTERM) was enough, else "KILL"
+
+
+def stop_servers(target: Target, name: str, *, stop_all: bool, ui: UI) -> list[Stopped]:
+    with connected(target) as backend:
+        if stop_all:
+            entries, _ = backend.list()
+            if not entries:
+                raise ServerNotFoundError(f"no labhop server is running on {target.host}")
+        else:
+            entries = [backend.find(name)]
+        stopped = []
+        for entry in entries:
+            with ui.spinner(f"stopping '{entry.name}' (pid {entry.pid})"):
+                # grace 0: SIGTERM straight away, which is Jupyter's own clean shutdown
+                # (kernels shut down, checkpoints written); SIGKILL only if it hangs.
+                output = backend.stop(entry.name, grace_s=0)
+            signals = output.multi.get("signal", [])
+            stopped.append(Stopped(entry.name, entry.pid, entry.kernels,
+                                   "KILL" if "KILL" in signals else ""))
+        return stopped
+
+
+def show_logs(target: Target, name: str, *, lines: int, follow: bool, ui: UI) -> str:
+    """The log tail as text; with `follow`, stream it to stdout until Ctrl+C."""
+    with connected(target) as backend:
+        entry_name = name or backend.find().name
+        text = backend.logs(entry_name, lines=lines)
+        if text is None:
+            backend.find(entry_name)  # raises, naming the servers that do exist
+            raise ServerNotFoundError(f"'{entry_name}' on {target.host} has no log yet")
+        if not follow:
+            return text
+        child = backend.follow_logs(entry_name, lines=lines)
+        try:
+            while child.poll() is None:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            ui.info("")
+        finally:
+            proc.release(child, timeout=5)
+        return ""
