@@ -7,6 +7,7 @@ import json
 import socket
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from tests.testbed import (
     Sshd,
     listening_addresses,
     processes_with_in_cmdline,
+    start_sshd,
     user_processes,
 )
 
@@ -230,3 +232,28 @@ def test_a_taken_default_port_is_replaced_with_a_line_saying_so(sshd: Sshd) -> N
                 in labhop.output
             )
             stop_with_ctrl_c(labhop)
+
+
+@pytest.fixture(scope="module")
+def nostream_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """An sshd that refuses forwarding to Unix sockets, as some hardened hosts do."""
+    with start_sshd(tmp_path_factory.mktemp("nostream"), host_alias="nostream",
+                    sshd_options={"AllowStreamLocalForwarding": "no"}) as server:
+        yield server
+
+
+def test_falls_back_to_loopback_tcp_when_sshd_refuses_socket_forwarding(
+    sshd: Sshd, nostream_sshd: Sshd
+) -> None:
+    with start(nostream_sshd, "nostream", "--name", "proj") as labhop:
+        url = labhop.wait_for(URL, timeout=90)
+        assert "refuses Unix-socket forwarding" in labhop.output
+        output, _ = jupyter_api.execute(f"http://127.0.0.1:{url['port']}", url["token"],
+                                        "print(40 + 2)")
+        assert output.strip() == "42"
+        endpoint = (STATE / "proj" / "endpoint").read_text().strip()
+        host, _, remote_port = endpoint.removeprefix("tcp:").rpartition(":")
+        assert host == "127.0.0.1"
+        assert listening_addresses(int(remote_port)) == {"127.0.0.1"}
+        assert processes_with_in_cmdline(url["token"]) == []
+        stop_with_ctrl_c(labhop)

@@ -39,6 +39,20 @@ def status(port: int, token: str, timeout: float = 5.0) -> dict[str, object] | N
         return None
 
 
+def probe(port: int, token: str, timeout: float = 5.0) -> str:
+    """One readiness check: "ok", "closed" (the tunnel accepted, then hung up at once:
+    ssh could not open its channel), or "no" (anything else: refused, timeout, HTTP error)."""
+    try:
+        code, _ = _request(port, token, "GET", "/api/status", timeout)
+    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+        _LOGGER.debug("probe 127.0.0.1:%s: %s", port, exc)
+        return "closed"
+    except (OSError, http.client.HTTPException) as exc:
+        _LOGGER.debug("probe 127.0.0.1:%s: %s", port, exc)
+        return "no"
+    return "ok" if code == 200 else "no"
+
+
 def shutdown(port: int, token: str, timeout: float = 5.0) -> bool:
     """`POST /api/shutdown`: Jupyter shuts its kernels down, then exits cleanly."""
     try:

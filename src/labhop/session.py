@@ -286,29 +286,27 @@ class Session:
         started = time.monotonic()
         deadline = started + self.request.start_timeout
         next_check = started
-        socket_seen_at: float | None = None
+        listening = False
+        hung_up_since: float | None = None
         with self.ui.spinner(f"waiting for {label} to answer"):
             while True:
                 now = time.monotonic()
-                if self._probe():
+                result = server_api.probe(self._port(), self._token(), timeout=5)
+                if result == "ok":
                     break
                 if now >= next_check:
                     next_check = now + 1.0
-                    status = self.backend.status(self.server.name)
-                    if not status.alive:
-                        raise ServerExitedError(
-                            f"{label} exited during start-up on {self.request.target.host}; "
-                            "the last lines of its log:",
-                            details=self._log_tail(),
-                        )
-                    if status.listening and socket_seen_at is None:
-                        socket_seen_at = now
-                    if (socket_seen_at is not None
-                            and now - socket_seen_at > SOCKET_REFUSED_AFTER_S
-                            and "open failed" in self._conn().stderr_log()):
+                    listening = self._check_alive_during_start(label)
+                # The socket is there, yet the tunnel hangs up on every connection at
+                # once: this sshd refuses to forward to Unix sockets.
+                if result == "closed" and listening and self.server.transport == "unix":
+                    hung_up_since = hung_up_since or now
+                    if now - hung_up_since > SOCKET_REFUSED_AFTER_S:
                         self._fall_back_to_tcp()
-                        socket_seen_at = None
+                        listening, hung_up_since = False, None
                         continue
+                else:
+                    hung_up_since = None
                 if now >= deadline:
                     raise StartTimeoutError(
                         f"{label} did not answer within {self.request.start_timeout:.0f} s "
@@ -318,8 +316,19 @@ class Session:
                     )
                 time.sleep(0.1)
         self.ready = True
-        elapsed = time.monotonic() - started
-        _LOGGER.debug("ready after %.2f s of waiting", elapsed)
+        _LOGGER.debug("ready after %.2f s of waiting", time.monotonic() - started)
+
+    def _check_alive_during_start(self, label: str) -> bool:
+        """Raise if the server died; return whether its socket exists yet."""
+        assert self.server is not None and self.backend is not None
+        status = self.backend.status(self.server.name)
+        if not status.alive:
+            raise ServerExitedError(
+                f"{label} exited during start-up on {self.request.target.host}; "
+                "the last lines of its log:",
+                details=self._log_tail(),
+            )
+        return bool(status.listening)
 
     def _fall_back_to_tcp(self) -> None:
         assert self.server is not None and self.backend is not None
@@ -330,9 +339,9 @@ class Session:
         self.server = self._launch("tcp")
         self._forward()
 
-    def _probe(self) -> bool:
+    def _token(self) -> str:
         assert self.server is not None
-        return server_api.status(self._port(), self.server.token, timeout=5) is not None
+        return self.server.token
 
     def _log_tail(self) -> str:
         assert self.backend is not None and self.server is not None

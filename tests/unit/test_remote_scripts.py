@@ -171,3 +171,33 @@ def test_stop_with_another_launch_id_leaves_the_server_alone(tmp_path: Path) -> 
 def test_cull_interval_follows_short_timeouts() -> None:
     assert remote.cull_interval(20) == 5
     assert remote.cull_interval(3600) == 300
+
+
+def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path) -> None:
+    fake_venv(tmp_path / "env", with_jupyter=True)
+    pids = []
+    try:
+        for name, server_id in (("one", "a" * 16), ("two", "b" * 16)):
+            script = remote.launch_script(request(name=name, server_id=server_id,
+                                                  env=remote.EnvSpec("venv", "~/env")))
+            pids.append(int(remote.parse_output(run_sh(script, tmp_path).stdout).get("pid")))
+        dead = tmp_path / ".local/state/labhop/servers/dead"
+        dead.mkdir()
+        (dead / "id").write_text("c" * 16)
+        (dead / "pid").write_text("999999999\n")
+
+        entries, cleaned = remote.parse_entries(run_sh(remote.list_script(), tmp_path).stdout)
+        assert [entry.name for entry in entries] == ["one", "two"]
+        assert [entry.pid for entry in entries] == [str(pid) for pid in pids]
+        assert entries[0].root == str(tmp_path)
+        assert entries[0].record == {"name": "proj"}
+        assert entries[0].token == ""
+        assert cleaned == ["dead"]
+        assert not dead.exists()
+
+        only, _ = remote.parse_entries(
+            run_sh(remote.list_script("two", with_token=True), tmp_path).stdout)
+        assert [(entry.name, entry.token) for entry in only] == [("two", "f" * 48)]
+    finally:
+        for pid in pids:
+            os.kill(pid, 9)
