@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from tests.testbed import (
+    SlurmCluster,
     Sshd,
+    cancel_user_jobs,
     kill_user_processes,
     missing_prerequisites,
     reset_remote_state,
+    slurm_node_name,
+    slurm_ready,
     start_sshd,
 )
 
@@ -49,9 +53,24 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def slurm(sshd: Sshd) -> SlurmCluster:
+    """The one-node Slurm cluster on this machine, with the loopback sshd as its login node."""
+    problems = slurm_ready()
+    if problems:
+        reason = (
+            f"the Slurm test cluster is not ready ({'; '.join(problems)}): "
+            "run `sudo scripts/dev setup`"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return SlurmCluster(login=sshd, node=slurm_node_name())
+
+
 @pytest.fixture(autouse=True)
 def _clean_remote_around_e2e(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Give each e2e test a remote with no lhtest processes and no labhop state.
+    """Give each e2e test a remote with no lhtest jobs or processes and no labhop state.
 
     Done before (a previous run may have been killed) and after (so one failing test does
     not leave a server behind for the next).
@@ -68,6 +87,10 @@ def _clean_remote_around_e2e(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def _clean_remote(when: str) -> None:
+    # Jobs first: a job's processes are lhtest's too, and Slurm would report them failed.
+    cancelled = cancel_user_jobs()
+    if cancelled:
+        print(f"cancelled leftover Slurm jobs of lhtest {when} the test: {cancelled}")
     killed = kill_user_processes()
     if killed:
         # Shown with the test's captured output when it fails.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import socket
@@ -406,6 +407,108 @@ def _decode_proc_address(address_hex: str) -> str:
     packed = struct.pack(f"={len(words)}I", *words)
     family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
     return socket.inet_ntop(family, packed)
+
+
+# --- Slurm: the one-node cluster of scripts/slurm-setup ----------------------------------------
+
+# Node states (sinfo %T) in which the node takes jobs; a suffix such as "*" (not responding) or
+# "~" (powered down) means it does not.
+SLURM_READY_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
+SLURM_COMMAND_TIMEOUT = 15.0
+SLURM_DRAIN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """The one-node Slurm cluster on this machine, reached through a loopback sshd.
+
+    The sshd is the login node: run sbatch/squeue/scancel as lhtest with
+    `cluster.login.run(cluster.login.alias(), "sbatch ...")`. Jobs run as lhtest on `node`
+    (this machine), in partition `debug` (the default) or `gpu` (one fake GPU: gres gpu:1).
+    """
+
+    login: Sshd
+    node: str
+    partitions: tuple[str, ...] = ("debug", "gpu")
+
+
+def slurm_node_name() -> str:
+    """The cluster's only node: this machine's short host name, as slurm-setup names it."""
+    return socket.gethostname().split(".")[0]
+
+
+def slurm_ready() -> list[str]:
+    """What stops jobs from running on the Slurm test cluster; empty when its node takes jobs."""
+    sinfo = shutil.which("sinfo")
+    if sinfo is None:
+        return ["Slurm is not installed (no sinfo on PATH)"]
+    try:
+        result = subprocess.run(
+            [sinfo, "-h", "-N", "-o", "%N %T"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SLURM_COMMAND_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return [f"sinfo did not answer within {SLURM_COMMAND_TIMEOUT:g}s (is slurmctld up?)"]
+    if result.returncode != 0:
+        return [f"sinfo failed: {result.stderr.strip() or f'exit status {result.returncode}'}"]
+    # One line per node and partition: "vm idle" twice for the debug and gpu partitions.
+    states = dict(line.split(maxsplit=1) for line in result.stdout.splitlines() if line.strip())
+    if not states:
+        return ["sinfo lists no nodes"]
+    return [
+        f"node {node} is {state}"
+        for node, state in sorted(states.items())
+        if state not in SLURM_READY_STATES
+    ]
+
+
+def cancel_user_jobs(user: str = USER, timeout: float = SLURM_DRAIN_TIMEOUT) -> list[str]:
+    """`scancel -u user`, then wait until squeue lists none of the user's jobs.
+
+    Returns the squeue lines of the jobs that were there ("JOBID STATE"). Does nothing when
+    Slurm is not installed; when slurmctld does not answer there are no jobs to cancel
+    (kill_user_processes still kills whatever a job left behind).
+    """
+    scancel, squeue = shutil.which("scancel"), shutil.which("squeue")
+    if scancel is None or squeue is None:
+        return []
+    listing = [squeue, "-h", "-u", user, "-o", "%i %T"]
+    try:
+        found = _slurm_output(listing)
+    except RuntimeError:
+        return []
+    if not found:
+        return []
+    _slurm_output([scancel, "-u", user])
+    deadline = time.monotonic() + timeout
+    while remaining := _slurm_output(listing):
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"jobs of {user} still in squeue {timeout:g}s after scancel: {remaining}"
+            )
+        time.sleep(0.2)
+    return found
+
+
+def _slurm_output(argv: list[str]) -> list[str]:
+    try:
+        result = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=SLURM_COMMAND_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"{shlex.join(argv)} timed out") from exc
+    if result.returncode != 0:
+        raise RuntimeError(f"{shlex.join(argv)} failed: {result.stderr.strip()}")
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
 # --- demo -------------------------------------------------------------------------------------
