@@ -4,17 +4,23 @@ behind the same methods, so the supervisor in `session` never changes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from labhop import remote
+from labhop import remote, slurm
 from labhop.errors import (
     EnvNotFoundError,
     JupyterNotFoundError,
     RemoteError,
     RootDirMissingError,
+    ServerExitedError,
     ServerNotFoundError,
+    SlurmError,
+    SlurmPendingError,
 )
 from labhop.ssh import Connection
 
@@ -25,6 +31,7 @@ _SENTINELS: dict[int, type[RemoteError]] = {
     remote.Exit.JUPYTER_NOT_FOUND: JupyterNotFoundError,
     remote.Exit.ROOT_DIR_MISSING: RootDirMissingError,
     remote.Exit.STATE_UNUSABLE: RemoteError,
+    remote.Exit.SLURM_REFUSED: SlurmError,
 }
 
 
@@ -54,6 +61,7 @@ class Status:
     alive: bool
     listening: bool | None
     log: str
+    job: slurm.JobState | None = None
 
 
 def script_failure(result_stdout: str, result_stderr: str, returncode: int,
@@ -170,3 +178,86 @@ class HostBackend:
 def server_from_entry(entry: remote.ServerEntry) -> Server:
     return Server(name=entry.name, token=entry.token, endpoint=entry.endpoint, pid=entry.pid,
                   node=entry.node, existing=True)
+
+
+class SlurmBackend(HostBackend):
+    """The server runs as a Slurm batch job; the host we ssh into is the login node.
+
+    The job writes where it listens (node:port) into the state directory in the shared
+    home; the tunnel goes through the login node's master connection to node:port.
+    """
+
+    def __init__(self, conn: Connection, sbatch_args: tuple[str, ...], *,
+                 queue_timeout: float, progress: Callable[[str], None]) -> None:
+        super().__init__(conn)
+        self.sbatch_args = sbatch_args
+        self.queue_timeout = queue_timeout
+        self.progress = progress
+        self.queue_wait_s: float | None = None
+        self.jobid = ""
+
+    def launch(self, request: remote.LaunchRequest) -> Server:
+        request = dataclasses.replace(request, transport="tcp")
+        script = remote.slurm_submit_script(request, self.sbatch_args)
+        result = self.conn.run_script(script, login=True)
+        if result.returncode != 0:
+            raise script_failure(result.stdout, result.stderr, result.returncode,
+                                 "submitting the job")
+        fields = remote.parse_output(result.stdout)
+        self.jobid = fields.get("jobid")
+        existing = fields.get("existing") == "1"
+        self.progress(f"{'found running' if existing else 'submitted'} job {self.jobid}")
+        return self._wait_for_job(request.name, fields.get("token"), existing)
+
+    def _wait_for_job(self, name: str, token: str, existing: bool) -> Server:
+        submitted = time.monotonic()
+        deadline = submitted + self.queue_timeout
+        shown = ""
+        while True:
+            fields = self._job_fields(name)
+            job = slurm.parse_job_line(fields.get("job"))
+            if job.gone:
+                raise self._ended_before_ready(name)
+            if job.state == "RUNNING" and self.queue_wait_s is None:
+                self.queue_wait_s = time.monotonic() - submitted
+            if job.state == "RUNNING" and fields.get("endpoint"):
+                return Server(name=name, token=token, endpoint=fields.get("endpoint"),
+                              pid=fields.get("pid"), node=fields.get("node"),
+                              existing=existing)
+            if job.describe() != shown:
+                shown = job.describe()
+                self.progress(f"job {self.jobid}: {shown}")
+            if job.state == "PENDING" and time.monotonic() > deadline:
+                self.stop(name, grace_s=0)
+                raise SlurmPendingError(
+                    f"job {self.jobid} was still pending after {self.queue_timeout:.0f} s "
+                    f"({job.reason or 'no reason given'}), so labhop cancelled it; ask for "
+                    "fewer resources or raise --queue-timeout"
+                )
+            time.sleep(1.0)
+
+    def _job_fields(self, name: str, *, with_log: bool = False) -> remote.ScriptOutput:
+        result = self.conn.run_script(remote.slurm_status_script(name, with_log=with_log))
+        if result.returncode != 0:
+            raise script_failure(result.stdout, result.stderr, result.returncode,
+                                 "checking the job")
+        return remote.parse_output(result.stdout)
+
+    def _ended_before_ready(self, name: str) -> RemoteError:
+        """The job is gone: say why, from the `labhop:error=` line its script logged."""
+        log = self._job_fields(name, with_log=True).log
+        logged = remote.parse_output(log)
+        if logged.get("error"):
+            code = int(logged.get("exit") or 0)
+            return _SENTINELS.get(code, RemoteError)(
+                f"Slurm job {self.jobid}: {logged.get('error')}")
+        return ServerExitedError(
+            f"Slurm job {self.jobid} ended before Jupyter was ready; the last lines of its log:",
+            details=log,
+        )
+
+    def status(self, name: str, *, with_log: bool = False) -> Status:
+        fields = self._job_fields(name, with_log=with_log)
+        job = slurm.parse_job_line(fields.get("job"))
+        return Status(known=fields.get("known") == "1", alive=job.state == "RUNNING",
+                      listening=None, log=fields.log, job=job)

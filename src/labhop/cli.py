@@ -6,27 +6,31 @@ and becomes one line on stderr and its documented exit status.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import shlex
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from labhop import __version__, commands
+from labhop import __version__, commands, gpus
 from labhop.errors import ExitStatus, LabhopError
 from labhop.remote import APPS, parse_env_spec
 from labhop.session import Session, StartRequest, validate_name
-from labhop.ssh import Target
+from labhop.ssh import Connection, Target
 from labhop.ui import UI
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_IDLE_TIMEOUT = "6h"
 DEFAULT_START_TIMEOUT = "120s"
+WATCH_INTERVAL_S = 2.0
 
 EXIT_CODES_HELP = """\b
 Exit status:
@@ -40,6 +44,9 @@ Exit status:
   23  server exited during start-up
   24  server did not answer in time (--timeout)
   25  local port unusable    26  other remote failure
+  27  no such server         28  no GPU (or none that --gpus names)
+  30  Slurm refused the job
+  31  Slurm job still pending at --queue-timeout (cancelled)
  130  interrupted before the server was ready
 """
 
@@ -118,6 +125,10 @@ def cli() -> None:
                    "Default: the login shell's PATH.")
 @click.option("--app", type=click.Choice(APPS), default="lab", show_default=True,
               help="Which Jupyter to run.")
+@click.option("--gpus", "gpu_spec", metavar="SPEC", default="",
+              help="The GPUs the kernels see (CUDA_VISIBLE_DEVICES, numbered as in "
+                   "`labhop gpus HOST`): an index like 1, a list like 0,2, GPU UUIDs, auto "
+                   "(the GPU with the most free memory), all, or none.")
 @click.option("--dir", "root_dir", metavar="PATH", default="",
               help="Server root directory on the remote (default: the remote home). "
                    "~ means the remote home.")
@@ -137,12 +148,19 @@ def cli() -> None:
                    "busy kernel (kernels idle that long are shut down); 0 disables.")
 @click.option("--timeout", "start_timeout", metavar="DURATION", default=DEFAULT_START_TIMEOUT,
               show_default=True, help="How long to wait for Jupyter to answer.")
+@click.option("--slurm", "slurm_opts", metavar="'SBATCH OPTIONS'",
+              help="Run Jupyter as a Slurm batch job; HOST is the login node and the "
+                   "quoted options go to sbatch, e.g. --slurm '--gres=gpu:1 -t 4:00:00 -p gpu'.")
+@click.option("--queue-timeout", metavar="DURATION", default="15m", show_default=True,
+              help="With --slurm: cancel the job if it is still pending after this long.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the URL and errors.")
 @ssh_options
 @click.pass_context
-def start(ctx: click.Context, host: str, env_spec: str | None, app: str, root_dir: str,
+def start(ctx: click.Context, host: str, env_spec: str | None, app: str, gpu_spec: str,
+          root_dir: str,
           name: str, port: int | None, no_browser: bool, keep: bool, idle_timeout: str,
-          start_timeout: str, quiet: bool, **params: Any) -> int:
+          start_timeout: str, slurm_opts: str | None, queue_timeout: str, quiet: bool,
+          **params: Any) -> int:
     """Start Jupyter on HOST, tunnel it here, and open the browser (the default command).
 
     Ctrl+C stops the server and its kernels and leaves nothing running on HOST
@@ -160,8 +178,32 @@ def start(ctx: click.Context, host: str, env_spec: str | None, app: str, root_di
         idle_timeout=parse_duration(idle_timeout),
         start_timeout=float(parse_duration(start_timeout) or 1),
         jupyter_args=tuple(ctx.obj.get("jupyter_args", ())),
+        slurm=_sbatch_args(slurm_opts),
+        queue_timeout=float(parse_duration(queue_timeout) or 1),
+        gpus=_gpu_spec(gpu_spec, slurm=slurm_opts is not None),
     )
     return Session(request, UI(quiet=quiet)).run()
+
+
+def _gpu_spec(text: str, *, slurm: bool) -> str:
+    """Check --gpus before connecting; the host's GPUs are checked once connected."""
+    if not text:
+        return ""
+    if slurm:
+        # Slurm decides which GPUs a job gets and sets CUDA_VISIBLE_DEVICES itself.
+        raise click.UsageError("--gpus is for a host you ssh into; with --slurm ask Slurm "
+                               "for GPUs, e.g. --slurm '--gres=gpu:1'")
+    gpus.parse_gpu_selection(text)
+    return text.strip()
+
+
+def _sbatch_args(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:
+        raise click.BadParameter(f"cannot split {text!r}: {exc}", param_hint="--slurm") from exc
 
 
 @cli.command()
@@ -231,12 +273,16 @@ def list_command(host: str, as_json: bool, **params: Any) -> int:
     if not rows:
         ui.info(f"no labhop servers are running on {host}")
         return ExitStatus.OK
-    ui.table(
-        ["NAME", "APP", "ENV", "ROOT", "STARTED", "AGE", "STATE", "PID", "KERNELS"],
-        [[row.name, row.app, row.env or "-", row.root_dir, _local_time(row.started),
-          _age(row.age_s), row.state, row.pid,
-          "?" if row.kernels is None else str(row.kernels)] for row in rows],
-    )
+    headers = ["NAME", "APP", "ENV", "ROOT", "STARTED", "AGE", "STATE", "PID", "KERNELS"]
+    cells = [[row.name, row.app, row.env or "-", row.root_dir, _local_time(row.started),
+              _age(row.age_s), row.state, row.pid,
+              "-" if row.kernels is None else str(row.kernels)] for row in rows]
+    if any(row.jobid for row in rows):
+        headers += ["JOB", "NODE", "TIME LEFT"]
+        for row, line in zip(rows, cells, strict=True):
+            left = "-" if row.time_left_s is None else _age(row.time_left_s)
+            line += [f"{row.jobid} {row.job_state}" if row.jobid else "-", row.node, left]
+    ui.table(headers, cells)
     return ExitStatus.OK
 
 
@@ -277,6 +323,57 @@ def logs(host: str, name: str, follow: bool, lines: int, **params: Any) -> int:
     if text:
         ui.raw(text)
     return ExitStatus.OK
+
+
+@cli.command(name="gpus")
+@click.argument("host")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON: an array with one object per GPU and its processes (with --watch, "
+                   "one array per line).")
+@click.option("-w", "--watch", is_flag=True,
+              help=f"Refresh every {WATCH_INTERVAL_S:g} s until Ctrl+C.")
+@ssh_options
+def gpus_command(host: str, as_json: bool, watch: bool, **params: Any) -> int:
+    """Show HOST's GPUs: memory, utilisation, temperature, and the processes on them.
+
+    Each process shows its user and PID, and the labhop server whose kernel it is.
+    A host without nvidia-smi or without GPUs exits with status 28.
+    """
+    ui = UI()
+    with commands.connected(make_target(host, params)) as backend:
+        report = commands.fetch_gpus(backend.conn)
+        gpus.require_gpus(report, host)
+        if not watch:
+            _show_gpus(ui, report, as_json=as_json)
+            return ExitStatus.OK
+        # Ctrl+C is the way to end --watch, so it is no failure.
+        with contextlib.suppress(KeyboardInterrupt):
+            _watch_gpus(ui, backend.conn, host, report, as_json=as_json)
+    return ExitStatus.OK
+
+
+def _show_gpus(ui: UI, report: gpus.GpuReport, *, as_json: bool) -> None:
+    if as_json:
+        ui.raw(json.dumps(report.as_json(), indent=2))
+    else:
+        ui.table(gpus.GPU_HEADERS, gpus.gpu_rows(report))
+
+
+def _watch_gpus(ui: UI, conn: Connection, host: str, report: gpus.GpuReport, *,
+                as_json: bool) -> None:
+    """Show the report, then a fresh one every WATCH_INTERVAL_S, until Ctrl+C."""
+    with contextlib.ExitStack() as stack:
+        show = None if as_json else stack.enter_context(ui.refreshing())
+        while True:
+            if show is None:
+                ui.raw(json.dumps(report.as_json()))  # JSON Lines: one array per refresh
+            else:
+                now = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+                show(f"{host}  {now}  (every {WATCH_INTERVAL_S:g} s; Ctrl+C to stop)",
+                     gpus.GPU_HEADERS, gpus.gpu_rows(report))
+            time.sleep(WATCH_INTERVAL_S)
+            report = commands.fetch_gpus(conn)
+            gpus.require_gpus(report, host)
 
 
 # ---------------------------------------------------------------------------------------

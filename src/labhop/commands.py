@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from labhop import local, proc, remote
-from labhop.backends import HostBackend
-from labhop.errors import ServerNotFoundError
+from labhop import gpus, local, proc, remote, slurm
+from labhop.backends import HostBackend, script_failure
+from labhop.errors import LabhopError, ServerNotFoundError
 from labhop.ssh import Connection, Target
 from labhop.ui import UI
 
@@ -49,6 +49,9 @@ class ServerRow:
     owner: str
     node: str
     idle_timeout: int | None
+    jobid: str = ""
+    job_state: str = ""
+    time_left_s: int | None = None
 
     def as_json(self) -> dict[str, object]:
         return asdict(self)
@@ -67,6 +70,7 @@ def row_from_entry(entry: remote.ServerEntry, now: datetime) -> ServerRow:
     else:
         state = "owner gone"
     idle = record.get("idle_timeout")
+    job = slurm.parse_job_line(entry.job) if entry.jobid else None
     return ServerRow(
         name=entry.name,
         app=str(record.get("app") or ""),
@@ -80,6 +84,9 @@ def row_from_entry(entry: remote.ServerEntry, now: datetime) -> ServerRow:
         owner=entry.owner,
         node=entry.node,
         idle_timeout=idle if isinstance(idle, int) else None,
+        jobid=entry.jobid,
+        job_state=job.state if job else "",
+        time_left_s=job.time_left_s if job else None,
     )
 
 
@@ -88,6 +95,62 @@ def list_servers(target: Target) -> tuple[list[ServerRow], list[str]]:
         entries, cleaned = backend.list()
     now = datetime.now(timezone.utc)
     return [row_from_entry(entry, now) for entry in entries], cleaned
+
+
+def fetch_gpus(conn: Connection) -> gpus.GpuReport:
+    """What nvidia-smi on the host says now, with each GPU process's user and server."""
+    # The login environment: nvidia-smi (and CUDA) often come from modules or a PATH
+    # set in the login files.
+    result = conn.run_script(gpus.query_script(), login=True, timeout=60)
+    if result.returncode != 0:
+        raise script_failure(result.stdout, result.stderr, result.returncode,
+                             "querying the GPUs")
+    return gpus.parse_report(result.stdout)
+
+
+def resolve_gpus(conn: Connection, spec: str, host: str) -> tuple[gpus.GpuChoice,
+                                                                    gpus.GpuReport]:
+    """`--gpus SPEC` checked against the host's GPUs (NoGpusError names those that exist).
+
+    Returns the choice (its CUDA_VISIBLE_DEVICES for the launch) and the report it was
+    made from, which `gpu_summary` shows again once the server is ready.
+    """
+    selection = gpus.parse_gpu_selection(spec)
+    if selection.kind == "none":
+        return gpus.choose(selection, gpus.GpuReport(), host, spec), gpus.GpuReport()
+    report = fetch_gpus(conn)
+    return gpus.choose(selection, report, host, spec), report
+
+
+@dataclass(frozen=True)
+class GpuSummary:
+    """The compact table shown after start-up, and its one-line warning."""
+
+    rows: list[list[str]]
+    warning: str | None
+
+
+def gpu_summary(conn: Connection, chosen: tuple[gpus.GpuChoice, gpus.GpuReport] | None,
+                ) -> GpuSummary | None:
+    """The GPUs a started server uses (all of them without --gpus); None to show nothing.
+
+    Without --gpus (`chosen` None) a host without nvidia-smi or GPUs is normal (a CPU
+    box): nothing is shown, and no failure of this query may spoil a ready server.
+    """
+    if chosen is None:
+        try:
+            report = fetch_gpus(conn)
+        except LabhopError:
+            return None
+        if gpus.problem(report, conn.target.host):
+            return None
+        choice = gpus.GpuChoice("", report.gpus)
+    else:
+        choice, report = chosen
+    if not choice.gpus:
+        return None
+    return GpuSummary(gpus.gpu_rows(report, choice.gpus),
+                      gpus.warning_line(report, choice.gpus))
 
 
 @dataclass(frozen=True)

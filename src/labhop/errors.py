@@ -31,6 +31,9 @@ class ExitStatus(IntEnum):
     LOCAL_PORT = 25
     REMOTE_FAILED = 26
     NOT_FOUND = 27
+    NO_GPUS = 28
+    SLURM_REFUSED = 30
+    SLURM_PENDING = 31
     INTERRUPTED = 130
 
 
@@ -103,3 +106,21 @@ class LocalPortError(LabhopError):
 
 class ServerNotFoundError(LabhopError):
     status = ExitStatus.NOT_FOUND
+
+
+class NoGpusError(LabhopError):
+    """No nvidia-smi, no GPU, or `--gpus` names a GPU the host does not have."""
+
+    status = ExitStatus.NO_GPUS
+
+
+class SlurmError(RemoteError):
+    """sbatch refused the job (bad partition, account, limits...)."""
+
+    status = ExitStatus.SLURM_REFUSED
+
+
+class SlurmPendingError(RemoteError):
+    """The job was still waiting in the queue at the deadline (and was cancelled)."""
+
+    status = ExitStatus.SLURM_PENDING

@@ -32,6 +32,7 @@ class Exit(IntEnum):
     JUPYTER_NOT_FOUND = 91
     ROOT_DIR_MISSING = 92
     STATE_UNUSABLE = 93
+    SLURM_REFUSED = 94
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class LaunchRequest:
     idle_timeout: int = 0
     jupyter_args: tuple[str, ...] = ()
     record: dict[str, object] = field(default_factory=dict)
+    # For the kernels (see gpus.choose); "" leaves the remote's own value alone.
+    cuda_visible_devices: str = ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -80,7 +83,7 @@ _PRELUDE = r"""
 umask 077
 out() { printf 'labhop:%s\n' "$*"; }
 fail() {
-    code=$1; shift; out "error=$*"
+    code=$1; shift; out "error=$*"; out "exit=$code"
     # A launch that fails leaves no half-made state behind (see cleanup_dir in main).
     [ -n "${cleanup_dir:-}" ] && rm -rf "$cleanup_dir"
     exit "$code"
@@ -118,10 +121,17 @@ remote_path() {
 # True when pid $1 is alive and is (or was started by) the server with id $2.
 is_ours() {
     [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+    [ -r "/proc/$1/stat" ] || return 0
+    # A killed server whose parent has not reaped it yet is a zombie: dead, not ours.
+    case $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) in Z*|X*) return 1 ;; esac
     [ -r "/proc/$1/environ" ] || return 0
     tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$2"
 }
 read_file() { [ -f "$1" ] && cat "$1" 2>/dev/null; }
+# For a server that runs as a Slurm job: its squeue line (state|reason|node|time left),
+# empty once the job has ended.
+job_line() { squeue -h -j "$1" -o '%T|%r|%N|%L' 2>/dev/null | head -n 1; }
+is_slurm() { [ "$(read_file "$1/backend")" = slurm ]; }
 """
 
 _ACTIVATE = r"""
@@ -196,14 +206,41 @@ def v(name):
     except Exception:
         return None
 app, want = sys.argv[1], sys.argv[2]
+bind = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
 nb, js = v("notebook"), v("jupyter_server")
 prefix = "NotebookApp" if app == "notebook" and nb is not None and nb < (7, 0) else "ServerApp"
 sock_ok = (nb is None or nb >= (6, 1)) if prefix == "NotebookApp" else (js is None or js >= (1, 9))
 transport = want if sock_ok else "tcp"
 port = 0
 if transport == "tcp":
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    s = socket.socket(); s.bind((bind, 0)); port = s.getsockname()[1]; s.close()
 print(prefix, transport, port)
+"""
+
+_PREPARE = r"""
+# Activate the environment, find Jupyter in it, resolve the root directory, and decide
+# the Jupyter flavour and transport; $1 is the address a TCP server would bind to.
+# Sets exe_path, root, py, cfg, transport and port.
+prepare_jupyter() {
+    activate
+    exe_path=$(command -v "jupyter-$app" 2>/dev/null) \
+        || fail 91 "jupyter-$app not found$env_label on $(hostname); install it there (pip install $pip_name) or pick another --env/--app"
+    if [ -n "$env_prefix" ]; then
+        case $exe_path in
+            "$env_prefix"/*) ;;
+            *) fail 91 "jupyter-$app is not installed$env_label on $(hostname) (the one on PATH, $exe_path, belongs to another environment); install it there: pip install $pip_name" ;;
+        esac
+    fi
+    if [ -n "$root_dir" ]; then root=$(remote_path "$root_dir"); else root=$HOME; fi
+    [ -d "$root" ] || fail 92 "server root $root does not exist on $(hostname); create it or pick another --dir"
+    root=$(cd "$root" && pwd -P) || fail 92 "cannot enter $root on $(hostname)"
+    py=$(dirname "$exe_path")/python
+    [ -x "$py" ] || py=$(command -v python3 2>/dev/null) || py=
+    flavour=
+    [ -n "$py" ] && flavour=$("$py" -c "$flavour_py" "$app" "$transport" "$1" 2>/dev/null)
+    [ -n "$flavour" ] || flavour="ServerApp $transport 0"
+    set -- $flavour; cfg=$1; transport=$2; port=$3
+}
 """
 
 _LAUNCH_BODY = r"""
@@ -220,24 +257,7 @@ main() {
     rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
     cleanup_dir=$state
     printf '%s' "$server_id" > "$state/id"
-    activate
-    exe_path=$(command -v "jupyter-$app" 2>/dev/null) \
-        || fail 91 "jupyter-$app not found$env_label on $(hostname); install it there (pip install $pip_name) or pick another --env/--app"
-    if [ -n "$env_prefix" ]; then
-        case $exe_path in
-            "$env_prefix"/*) ;;
-            *) fail 91 "jupyter-$app is not installed$env_label on $(hostname) (the one on PATH, $exe_path, belongs to another environment); install it there: pip install $pip_name" ;;
-        esac
-    fi
-    if [ -n "$root_dir" ]; then root=$(remote_path "$root_dir"); else root=$HOME; fi
-    [ -d "$root" ] || fail 92 "server root $root does not exist on $(hostname); create it or pick another --dir"
-    root=$(cd "$root" && pwd -P) || fail 92 "cannot enter $root on $(hostname)"
-    py=$(dirname "$exe_path")/python
-    [ -x "$py" ] || py=$(command -v python3 2>/dev/null) || py=
-    flavour=
-    [ -n "$py" ] && flavour=$("$py" -c "$flavour_py" "$app" "$transport" 2>/dev/null)
-    [ -n "$flavour" ] || flavour="ServerApp $transport 0"
-    set -- $flavour; cfg=$1; transport=$2; port=$3
+    prepare_jupyter 127.0.0.1
     rundir=$(run_base) \
         || fail 93 "/tmp/labhop-$(id -u) on $(hostname) is not a private directory of yours; remove it and retry"
     sock=$rundir/$server_id.sock
@@ -266,6 +286,8 @@ main() {
     printf '%s\n' "$root" > "$state/root"
     hostname > "$state/node"
     printf '%s\n' "$record" > "$state/launch.json"
+    # --gpus counts GPUs as nvidia-smi does (PCI bus order); CUDA's default order differs.
+    [ -n "$cuda_visible_devices" ] && export CUDA_VISIBLE_DEVICES="$cuda_visible_devices" CUDA_DEVICE_ORDER=PCI_BUS_ID
     JUPYTER_TOKEN=$token LABHOP_SERVER_ID=$server_id JUPYTER_RUNTIME_DIR=$rundir/$server_id.rt
     export JUPYTER_TOKEN LABHOP_SERVER_ID JUPYTER_RUNTIME_DIR
     cd "$root" || fail 92 "cannot enter $root on $(hostname)"
@@ -332,6 +354,23 @@ wait_gone() {
     done
     return 0
 }
+# A Slurm job: scancel makes Slurm send SIGTERM (Jupyter's clean stop), then SIGKILL
+# after KillWait; wait until the job has left the queue.
+stop_job() {
+    out "known=1"
+    jid=$(read_file "$state/jobid")
+    if [ -n "$(job_line "$jid")" ]; then
+        out "was_running=1"
+        scancel "$jid" 2>/dev/null && out "signal=scancel"
+        n=0
+        while [ -n "$(job_line "$jid")" ] && [ "$n" -lt 300 ]; do nap; n=$((n + 1)); done
+    else
+        out "was_running=0"
+    fi
+    if [ "$keep_log" = 1 ]; then rm -f "$state/token" "$state/pid"; else rm -rf "$state"; fi
+    out "stopped=1"
+    exit 0
+}
 main() {
     state=$(state_root)/$name
     [ -d "$state" ] || { out "known=0"; exit 0; }
@@ -339,10 +378,12 @@ main() {
     if [ -n "$expect_id" ]; then
         # Only the launch with this id may be stopped; it may still be activating.
         [ "$id" = "$expect_id" ] || { out "known=0"; exit 0; }
+        is_slurm "$state" && stop_job
         n=0
         while [ -d "$state" ] && [ ! -s "$state/pid" ] && [ "$n" -lt 150 ]; do nap; n=$((n + 1)); done
         [ -d "$state" ] || { out "known=0"; exit 0; }
     fi
+    is_slurm "$state" && stop_job
     out "known=1"
     pid=$(read_file "$state/pid")
     if is_ours "$pid" "$id"; then
@@ -391,7 +432,14 @@ count_kernels() {
 describe() {
     state=$1; entry=${state##*/}
     pid=$(read_file "$state/pid"); id=$(read_file "$state/id")
-    if ! is_ours "$pid" "$id"; then
+    job=
+    if is_slurm "$state"; then
+        job=$(job_line "$(read_file "$state/jobid")")
+        alive=$([ -n "$job" ] && echo 1)
+    else
+        alive=$(is_ours "$pid" "$id" && echo 1)
+    fi
+    if [ -z "$alive" ]; then
         # Died, culled for idleness, or the host rebooted: never show it as running.
         if [ -s "$state/pid" ] || [ ! -f "$state/id" ]; then
             rm -rf "$state"
@@ -410,7 +458,12 @@ describe() {
     else
         out "owner="
     fi
-    [ "$with_kernels" = 1 ] && [ -r /proc/self/environ ] && out "kernels=$(count_kernels "$pid" "$id")"
+    if [ -n "$job" ]; then
+        out "jobid=$(read_file "$state/jobid")"
+        out "job=$job"
+    elif [ "$with_kernels" = 1 ] && [ -r /proc/self/environ ]; then
+        out "kernels=$(count_kernels "$pid" "$id")"
+    fi
     [ "$with_token" = 1 ] && out "token=$(read_file "$state/token")"
     out "record=$(head -n 1 "$state/launch.json" 2>/dev/null)"
     out "end=$entry"
@@ -475,8 +528,13 @@ def cull_interval(idle_timeout: int) -> int:
 
 def launch_script(request: LaunchRequest) -> str:
     """Start the named server detached, or report the one already running under that name."""
+    return _script(_assign(**launch_values(request)), _ACTIVATE, _PREPARE, _LAUNCH_BODY)
+
+
+def launch_values(request: LaunchRequest) -> dict[str, object]:
+    """The shell variables a script that starts Jupyter needs (see _PREPARE)."""
     env = request.env
-    assignments = _assign(
+    return dict(
         name=request.name,
         server_id=request.server_id,
         token=request.token,
@@ -496,8 +554,8 @@ def launch_script(request: LaunchRequest) -> str:
         jupyter_args=shlex.join(request.jupyter_args),
         record=json.dumps(request.record, sort_keys=True),
         flavour_py=_FLAVOUR_PY,
+        cuda_visible_devices=request.cuda_visible_devices,
     )
-    return _script(assignments, _ACTIVATE, _LAUNCH_BODY)
 
 
 def status_script(name: str, *, with_log: bool = False, log_lines: int = 30) -> str:
@@ -551,6 +609,8 @@ class ServerEntry:
     kernels: int | None
     token: str
     record: dict[str, object]
+    jobid: str = ""
+    job: str = ""  # squeue's "STATE|REASON|NODE|TIME_LEFT" for a Slurm job
 
 
 def parse_entries(stdout: str) -> tuple[list[ServerEntry], list[str]]:
@@ -590,6 +650,8 @@ def _entry(block: dict[str, str]) -> ServerEntry:
         kernels=int(kernels) if kernels and kernels.isdigit() else None,
         token=block.get("token", ""),
         record=record if isinstance(record, dict) else {},
+        jobid=block.get("jobid", ""),
+        job=block.get("job", ""),
     )
 
 
@@ -623,3 +685,125 @@ def parse_output(stdout: str) -> ScriptOutput:
         fields[key] = value
         multi.setdefault(key, []).append(value)
     return ScriptOutput(fields=fields, log="\n".join(log_lines), multi=multi)
+
+
+# ---------------------------------------------------------------------------------------
+# Slurm: the server runs as a batch job on a compute node; the login node submits it.
+# State lives in the (shared) home as for a host server, plus `backend` and `jobid`.
+
+_JOB_BODY = r"""
+main() {
+    state=$(state_root)/$name
+    [ -d "$state" ] || fail 93 "labhop state $state is missing on $(hostname); is the home directory shared with the login node?"
+    # On the compute node Jupyter binds to the node's own address so the login node can
+    # reach it; the token (read from the 0600 state file) is its only guard there.
+    addr=$(hostname)
+    prepare_jupyter "$addr"
+    [ -n "$port" ] && [ "$port" != 0 ] \
+        || fail 93 "cannot find a free port on $(hostname) (no python next to jupyter-$app?)"
+    set -- "$exe_path" --no-browser
+    if [ "$cfg" = NotebookApp ]; then set -- "$@" "--NotebookApp.notebook_dir=$root"
+    else set -- "$@" "--ServerApp.root_dir=$root" --ServerApp.no_browser_open_file=True; fi
+    set -- "$@" "--$cfg.ip=$addr" "--$cfg.port=$port" "--$cfg.port_retries=0"
+    if [ "$idle_timeout" -gt 0 ]; then
+        set -- "$@" "--$cfg.shutdown_no_activity_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_idle_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_interval=$cull_interval"
+    fi
+    eval "set -- \"\$@\" $jupyter_args"
+    rundir=$(run_base) || fail 93 "/tmp/labhop-$(id -u) on $(hostname) is not a private directory of yours"
+    JUPYTER_TOKEN=$(read_file "$state/token") LABHOP_SERVER_ID=$server_id
+    JUPYTER_RUNTIME_DIR=$rundir/$server_id.rt
+    export JUPYTER_TOKEN LABHOP_SERVER_ID JUPYTER_RUNTIME_DIR
+    printf '%s\n' "$root" > "$state/root"
+    hostname > "$state/node"
+    printf '%s\n' "$$" > "$state/pid"
+    printf '%s\n' "tcp:$addr:$port" > "$state/endpoint"
+    cd "$root" || fail 92 "cannot enter $root on $(hostname)"
+    # exec: Jupyter keeps this PID, so scancel's SIGTERM (Jupyter's clean stop) reaches it.
+    exec "$@" </dev/null
+}
+"""
+
+_SUBMIT_BODY = r"""
+job_state() { squeue -h -j "$1" -o '%T' 2>/dev/null | head -n 1; }
+main() {
+    root_state=$(state_root)
+    state=$root_state/$name
+    if [ "$(read_file "$state/backend")" = slurm ]; then
+        case $(job_state "$(read_file "$state/jobid")") in
+            PENDING|CONFIGURING|RUNNING|REQUEUED|RESIZING|SUSPENDED)
+                out "existing=1"
+                out "jobid=$(read_file "$state/jobid")"
+                out "token=$(read_file "$state/token")"
+                exit 0 ;;
+        esac
+    fi
+    command -v sbatch >/dev/null 2>&1 \
+        || fail 94 "sbatch not found on $(hostname): is it a Slurm login node? (load Slurm's module in your login files)"
+    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $(hostname)"
+    chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
+    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
+    printf '%s' "$server_id" > "$state/id"
+    printf '%s' "$token" > "$state/token"
+    printf 'slurm\n' > "$state/backend"
+    printf '%s\n' "$record" > "$state/launch.json"
+    eval "set -- $slurm_opts"
+    jid=$(printf '%s\n' "$job_script" | sbatch --parsable --job-name="labhop-$name" \
+            --output="$state/log" --open-mode=append "$@" 2>"$state/sbatch.err") || {
+        # sbatch says why first ("invalid partition specified: gpu2"), then a summary.
+        msg=$(grep -m 1 'error:' "$state/sbatch.err" | sed 's/^sbatch: error: //')
+        [ -n "$msg" ] || msg=$(grep -v '^[[:space:]]*$' "$state/sbatch.err" | tail -n 1)
+        rm -rf "$state"
+        fail 94 "Slurm refused the job: ${msg:-sbatch failed}"
+    }
+    jid=${jid%%;*}
+    printf '%s\n' "$jid" > "$state/jobid"
+    out "existing=0"
+    out "jobid=$jid"
+    out "token=$token"
+}
+"""
+
+_JOB_STATUS_BODY = r"""
+main() {
+    state=$(state_root)/$name
+    [ -d "$state" ] || { out "known=0"; exit 0; }
+    out "known=1"
+    jid=$(read_file "$state/jobid")
+    out "jobid=$jid"
+    out "job=$(squeue -h -j "$jid" -o '%T|%r|%N|%L' 2>/dev/null | head -n 1)"
+    out "endpoint=$(read_file "$state/endpoint")"
+    out "pid=$(read_file "$state/pid")"
+    out "node=$(read_file "$state/node")"
+    if [ "$with_log" = 1 ]; then
+        out "log-begin"
+        tail -n "$log_lines" "$state/log" 2>/dev/null
+    fi
+}
+"""
+
+
+def slurm_job_script(request: LaunchRequest) -> str:
+    """The batch script: activate, then exec Jupyter on the node's address."""
+    values = launch_values(request)
+    values["token"] = ""  # the job reads it from the 0600 state file, never from its script
+    return "#!/bin/sh\n" + _script(_assign(**values), _ACTIVATE, _PREPARE, _JOB_BODY)
+
+
+def slurm_submit_script(request: LaunchRequest, sbatch_args: tuple[str, ...]) -> str:
+    """Submit the job from the login node, or report the job already serving this name."""
+    assignments = _assign(
+        name=request.name,
+        server_id=request.server_id,
+        token=request.token,
+        record=json.dumps(request.record, sort_keys=True),
+        slurm_opts=shlex.join(sbatch_args),
+        job_script=slurm_job_script(request),
+    )
+    return _script(assignments, _SUBMIT_BODY)
+
+
+def slurm_status_script(name: str, *, with_log: bool = False, log_lines: int = 30) -> str:
+    assignments = _assign(name=name, with_log=int(with_log), log_lines=log_lines)
+    return _script(assignments, _JOB_STATUS_BODY)

@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from types import FrameType
 
-from labhop import __version__, local, proc, remote, server_api
-from labhop.backends import HostBackend, Server, server_from_entry
+from labhop import __version__, commands, gpus, local, proc, remote, server_api, slurm
+from labhop.backends import HostBackend, Server, SlurmBackend, server_from_entry
 from labhop.errors import (
     ExitStatus,
     LabhopError,
@@ -45,9 +45,11 @@ SOCKET_REFUSED_AFTER_S = 3.0
 LIVENESS_CHECK_S = 2.0
 # Capped low: once the network is back, the tunnel should be back within seconds.
 RECONNECT_BACKOFF_S = (1, 2, 3, 5)
+JOB_CHECK_S = 30.0
+WALLTIME_WARNING_S = 600
 
 
-class Interrupted(BaseException):
+class Interrupted(KeyboardInterrupt):
     """Ctrl+C, SIGTERM or SIGHUP: stop what we are doing and clean up."""
 
     def __init__(self, signum: int) -> None:
@@ -68,6 +70,10 @@ class StartRequest:
     idle_timeout: int = 0
     start_timeout: float = 120.0
     jupyter_args: tuple[str, ...] = field(default_factory=tuple)
+    # Run as a Slurm batch job with these sbatch options (HOST is the login node).
+    slurm: tuple[str, ...] | None = None
+    queue_timeout: float = 900.0
+    gpus: str = ""  # --gpus as typed (checked by gpus.parse_gpu_selection); "" = not given
 
 
 def default_name(root_dir: str) -> str:
@@ -85,42 +91,39 @@ def validate_name(name: str) -> str:
     return name
 
 
-@contextlib.contextmanager
-def signals_as_interrupts() -> Iterator[None]:
-    """Turn Ctrl+C, SIGTERM and SIGHUP into `Interrupted` in the main thread."""
+class InterruptPolicy:
+    """Turns Ctrl+C, SIGTERM and SIGHUP into `Interrupted`, once.
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise Interrupted(signum)
+    The first signal interrupts whatever runs. While labhop then cleans up, one more only
+    says it is busy, and a third gives up on the cleanup (the server is left running and
+    labhop says how to stop it). A terminal's Ctrl+C often arrives twice in quick
+    succession; it must never turn into a traceback or a half-done cleanup.
+    """
 
-    wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
-    previous = {signum: signal.signal(signum, handler) for signum in wanted}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+    def __init__(self, ui: UI) -> None:
+        self.ui = ui
+        self.interrupted = False
+        self.extra = 0
 
-
-@contextlib.contextmanager
-def deferred_interrupts(ui: UI) -> Iterator[None]:
-    """While cleaning up, a first Ctrl+C only says we are busy; a second one gives up."""
-    presses = 0
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            ui.warn("still stopping the server; press Ctrl+C again to leave it running")
+    def handler(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.interrupted:
+            self.interrupted = True
+            raise Interrupted(signum)
+        self.extra += 1
+        if self.extra == 1:
+            self.ui.warn("still cleaning up; press Ctrl+C again to leave the server running")
             return
         raise Interrupted(signum)
 
-    wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
-    previous = {signum: signal.signal(signum, handler) for signum in wanted}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+        previous = {signum: signal.signal(signum, self.handler) for signum in wanted}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
 
 class Session:
@@ -140,33 +143,34 @@ class Session:
         # The id of a launch whose answer has not arrived yet (see _stop_or_detach).
         self.pending_id = ""
         self.watchdog: subprocess.Popen[str] | None = None
+        self.walltime_warned = False
         self.ownership: subprocess.Popen[str] | None = None
+        # --gpus resolved against the host's GPUs (and the report it came from).
+        self.gpu_choice: tuple[gpus.GpuChoice, gpus.GpuReport] | None = None
 
     # -- the whole run ----------------------------------------------------------------
     def run(self) -> int:
         self.run_dir = local.make_run_dir()
+        policy = InterruptPolicy(self.ui)
         try:
-            with signals_as_interrupts():
+            with policy.installed():
                 try:
                     self._start()
                     self._announce()
                     self._supervise()
                 except Interrupted:
-                    if not self.ready:
-                        self.ui.warn("interrupted before the server was ready")
-                        self._cleanup()
-                        return ExitStatus.INTERRUPTED
-                    self.ui.info("")
-                    self._cleanup()
-                    return ExitStatus.OK
+                    pass
                 except BaseException:
                     self._cleanup()
                     raise
+                was_ready = self.ready
+                self._cleanup(note="" if was_ready else
+                              "interrupted before the server was ready")
+                return ExitStatus.OK if was_ready else ExitStatus.INTERRUPTED
         finally:
             if self.watchdog is not None:
                 proc.release(self.watchdog)
             local.remove_run_dir(self.run_dir)
-        return ExitStatus.OK
 
     def _start(self) -> None:
         assert self.run_dir is not None
@@ -175,11 +179,17 @@ class Session:
         self.ui.step(f"connecting to {self.conn.describe()}")
         self.conn.open()
         self.watchdog = self.conn.start_watchdog(self.run_dir)
-        self.backend = HostBackend(self.conn)
+        self.backend = self._backend(self.conn)
         self.server = self._attach() if self.attach_only else self._launch("unix")
         self._forward()
         self._wait_ready()
         self._hold_ownership()
+
+    def _backend(self, conn: Connection) -> HostBackend:
+        if self.request.slurm is None:
+            return HostBackend(conn)
+        return SlurmBackend(conn, self.request.slurm, queue_timeout=self.request.queue_timeout,
+                            progress=self.ui.step)
 
     def _attach(self) -> Server:
         assert self.backend is not None
@@ -218,6 +228,7 @@ class Session:
             idle_timeout=request.idle_timeout,
             jupyter_args=request.jupyter_args,
             record=self._launch_record(name),
+            cuda_visible_devices=self._cuda_visible_devices(),
         )
         with self.ui.spinner(f"starting {label}{where} as '{name}'"):
             try:
@@ -226,12 +237,43 @@ class Session:
                 self.pending_id = ""  # the script failed and cleaned up after itself
                 raise
         self.pending_id = ""
+        if isinstance(self.backend, SlurmBackend) and self.backend.queue_wait_s is not None:
+            self.ui.info(f"job {self.backend.jobid} runs on {server.node} "
+                         f"(waited {self.backend.queue_wait_s:.1f} s in the queue)")
         if server.existing:
             self.ui.info(f"'{name}' is already running on {request.target.host} "
                          f"(pid {server.pid}); attaching to it")
+            if request.gpus:
+                self.gpu_choice = None  # it keeps the GPUs it was started with
+                self.ui.warn(f"--gpus does not change a running server; stop '{name}' "
+                             "first to start it on other GPUs")
         else:
             self.owns_server = not self.attach_only
         return server
+
+    def _cuda_visible_devices(self) -> str:
+        """CUDA_VISIBLE_DEVICES for --gpus, checked against the host's GPUs first."""
+        spec = self.request.gpus
+        if not spec:
+            return ""
+        if self.gpu_choice is None:
+            with self.ui.spinner(f"checking the GPUs for --gpus {spec}"):
+                self.gpu_choice = commands.resolve_gpus(self._conn(), spec,
+                                                        self.request.target.host)
+        return self.gpu_choice[0].cuda_visible_devices
+
+    def _show_gpus(self) -> None:
+        """The GPUs the server uses, and one line if one of them is nearly full or busy."""
+        if self.attach_only or self.request.slurm is not None:
+            return  # attach is no start; a Slurm job's GPUs are on its node, not here
+        if self.ui.quiet and self.gpu_choice is None:
+            return  # only the query for the warning; skip it when nothing would show
+        summary = commands.gpu_summary(self._conn(), self.gpu_choice)
+        if summary is None:
+            return
+        self.ui.table(gpus.GPU_HEADERS, summary.rows, to_stderr=True)
+        if summary.warning:
+            self.ui.warn(summary.warning)
 
     def _launch_record(self, name: str) -> dict[str, object]:
         request = self.request
@@ -370,14 +412,51 @@ class Session:
         stop_hint = "stop the server and its kernels"
         if self.request.keep or not self.owns_server:
             stop_hint = "close the tunnel (the server keeps running)"
+        self._show_gpus()
+        if isinstance(self.backend, SlurmBackend):
+            self._announce_walltime()
         self.ui.info(f"Press Ctrl+C to {stop_hint}.")
 
     # -- keep-alive -------------------------------------------------------------------
     def _supervise(self) -> None:
+        next_job_check = time.monotonic()
         while True:
             time.sleep(LIVENESS_CHECK_S)
             if not self._conn().is_alive():
                 self._reconnect()
+            if isinstance(self.backend, SlurmBackend) and time.monotonic() >= next_job_check:
+                next_job_check = time.monotonic() + JOB_CHECK_S
+                self._check_walltime()
+
+    def _check_walltime(self) -> None:
+        """A Slurm job ends at its walltime: say so in time, and say when it happened."""
+        assert self.backend is not None and self.server is not None
+        status = self.backend.status(self.server.name)
+        job = status.job
+        if job is None:
+            return
+        if job.gone:
+            raise ServerExitedError(
+                f"the Slurm job running '{self.server.name}' has ended (walltime reached, "
+                "or cancelled); the last lines of its log:",
+                details=self._log_tail(),
+            )
+        left = job.time_left_s
+        if left is not None and left <= WALLTIME_WARNING_S and not self.walltime_warned:
+            self.walltime_warned = True
+            self.ui.warn(f"the Slurm job ends in {slurm.format_duration(left)} (walltime); "
+                         "save your work")
+
+    def _announce_walltime(self) -> None:
+        assert self.backend is not None and self.server is not None
+        status = self.backend.status(self.server.name)
+        left = status.job.time_left_s if status.job else None
+        jobid = getattr(self.backend, "jobid", "")
+        if left is None:
+            self.ui.info(f"job {jobid} on {self.server.node}: no walltime limit")
+        else:
+            self.ui.info(f"job {jobid} on {self.server.node}: {slurm.format_duration(left)} of "
+                         "walltime left; labhop warns 10 minutes before the end")
 
     def _reconnect(self) -> None:
         assert self.server is not None and self.backend is not None
@@ -417,18 +496,19 @@ class Session:
                 time.sleep(1)
 
     # -- cleanup ----------------------------------------------------------------------
-    def _cleanup(self) -> None:
-        with deferred_interrupts(self.ui):
+    def _cleanup(self, note: str = "") -> None:
+        try:
+            if note:
+                self.ui.warn(note)
             if self.ownership is not None:
                 proc.release(self.ownership, timeout=2)
-            try:
-                self._stop_or_detach()
-            except Interrupted:
-                self.ui.warn("left the server running; stop it later with: "
-                             f"labhop stop {self.request.target.host} {self._name()}")
-            finally:
-                if self.conn is not None:
-                    self.conn.close()
+            self._stop_or_detach()
+        except Interrupted:
+            self.ui.warn("left the server running; stop it later with: "
+                         f"labhop stop {self.request.target.host} {self._name()}")
+        finally:
+            if self.conn is not None:
+                self.conn.close()
 
     def _stop_or_detach(self) -> None:
         if self.backend is None:
@@ -450,10 +530,13 @@ class Session:
         assert self.backend is not None
         name = self._name()
         with self.ui.spinner(f"stopping '{name}'"):
-            if self.server is not None and self.local_port is not None:
-                server_api.shutdown(self.local_port, self.server.token, timeout=5)
+            asked = (self.server is not None and self.local_port is not None
+                     and server_api.shutdown(self.local_port, self.server.token, timeout=5))
             try:
-                output = self.backend.stop(name, expect_id=expect_id)
+                # If Jupyter accepted /api/shutdown, give it time to finish on its own;
+                # otherwise go straight to SIGTERM, its other clean path.
+                output = self.backend.stop(name, expect_id=expect_id,
+                                           grace_s=5.0 if asked else 0.0)
             except LabhopError as exc:
                 self.ui.warn(f"could not confirm that '{name}' stopped: {exc}")
                 return

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+# show(title, headers, rows): one refresh of a table that `UI.refreshing` keeps on screen.
+ShowTable = Callable[[str, list[str], list[list[str]]], None]
 
 
 class UI:
@@ -25,6 +30,8 @@ class UI:
             # Piped output is for scripts and files: never fold a table row.
             self.out.width = 1000
         self.err = Console(file=stderr or sys.stderr, highlight=False, soft_wrap=True)
+        if not self.err.is_terminal:
+            self.err.width = 1000  # the same for the tables that only inform (GPUs at start)
         self.quiet = quiet
         self._status = None
 
@@ -64,13 +71,31 @@ class UI:
         self.out.file.write(text if text.endswith("\n") or not text else text + "\n")
         self.out.file.flush()
 
-    def table(self, headers: list[str], rows: list[list[str]]) -> None:
-        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-        for header in headers:
-            table.add_column(header, overflow="fold")
-        for row in rows:
-            table.add_row(*(escape(cell) for cell in row))
-        self.out.print(table)
+    def table(self, headers: list[str], rows: list[list[str]], *,
+              to_stderr: bool = False) -> None:
+        """A table of results on stdout; `to_stderr` for one that only informs (progress)."""
+        if to_stderr and self.quiet:
+            return
+        (self.err if to_stderr else self.out).print(_table(headers, rows))
+
+    @contextlib.contextmanager
+    def refreshing(self) -> Iterator[ShowTable]:
+        """Show a titled table again and again: redrawn in place on a terminal, one after
+        another (for logs and pipes) elsewhere."""
+        if not self.out.is_terminal:
+            def show_next(title: str, headers: list[str], rows: list[list[str]]) -> None:
+                self.out.print(escape(title))
+                self.out.print(_table(headers, rows))
+                self.out.print()
+
+            yield show_next
+            return
+        with Live(console=self.out, auto_refresh=False) as live:
+            def show_again(title: str, headers: list[str], rows: list[list[str]]) -> None:
+                live.update(Group(Text(title, style="dim"), _table(headers, rows)),
+                            refresh=True)
+
+            yield show_again
 
     @contextlib.contextmanager
     def spinner(self, message: str) -> Iterator[None]:
@@ -85,3 +110,12 @@ class UI:
                 yield
             finally:
                 self._status = None
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    return table

@@ -1,0 +1,65 @@
+"""`labhop HOST --slurm ...`: Jupyter as a batch job on the one-node test cluster, reached
+through the loopback sshd acting as the login node (scripts/slurm-setup)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests import jupyter_api
+from tests.labhop_cli import run_labhop
+from tests.test_start_e2e import URL, start, wait_until_no_user_processes
+from tests.testbed import SlurmCluster
+
+pytestmark = pytest.mark.e2e
+
+
+def squeue() -> str:
+    return subprocess.run(["squeue", "-h", "-u", "lhtest", "-o", "%i %T"], capture_output=True,
+                          text=True, check=False, timeout=30).stdout.strip()
+
+
+def test_job_runs_code_and_ctrl_c_cancels_it(slurm: SlurmCluster) -> None:
+    sshd = slurm.login
+    with start(sshd, "gpubox", "--name", "proj", "--slurm", "-p gpu -t 00:30:00",
+               "--env", "venv:~/jvenv") as run:
+        url = run.wait_for(URL, timeout=120)
+        job = run.wait_for(r"job (?P<id>\d+) runs on (?P<node>\S+) \(waited", timeout=5)
+        assert job["node"] == slurm.node
+        run.wait_for(r"of walltime left", timeout=30)
+        output, _ = jupyter_api.execute(
+            f"http://127.0.0.1:{url['port']}", url["token"],
+            "import os; print(os.environ['SLURM_JOB_ID'], os.environ['SLURM_JOB_PARTITION'])")
+        assert output.split() == [job["id"], "gpu"]
+
+        listing = run_labhop("ls", "-F", str(sshd.config), "gpubox", "--json")
+        [entry] = json.loads(listing.stdout)
+        assert entry["jobid"] == job["id"]
+        assert entry["job_state"] == "RUNNING"
+
+        run.interrupt()
+        assert run.wait(60) == 0, run.output
+    assert squeue() == ""
+    assert wait_until_no_user_processes() == []
+
+
+def test_a_bad_partition_gives_slurms_reason_in_one_line(slurm: SlurmCluster) -> None:
+    result = run_labhop("-F", str(slurm.login.config), "gpubox", "--no-browser",
+                        "--slurm", "-p nope", timeout=90)
+    assert result.rc == 30, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("labhop: error")]
+    assert "Slurm refused the job" in error and "invalid partition" in error
+    assert squeue() == ""
+
+
+def test_a_job_pending_past_the_deadline_is_cancelled(slurm: SlurmCluster) -> None:
+    result = run_labhop("-F", str(slurm.login.config), "gpubox", "--no-browser",
+                        "--slurm", "-p gpu --begin=now+1hour", "--queue-timeout", "5s",
+                        timeout=90)
+    assert result.rc == 31, result.stderr
+    assert "was still pending after 5 s" in result.stderr
+    assert "labhop cancelled it" in result.stderr
+    assert "PENDING" in result.stderr  # the queue state was shown while waiting
+    assert squeue() == ""
