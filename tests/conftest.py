@@ -33,19 +33,23 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def _require(what: str, problems: list[str], advice: str = "") -> None:
+    """Skip (fail under CI) when part of the test bed is missing."""
+    if not problems:
+        return
+    reason = f"{what} is not ready ({'; '.join(problems)}): run `sudo scripts/dev setup`"
+    if advice:
+        reason += f", {advice}"
+    # In CI a missing test bed is a broken build, never a quietly skipped suite.
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     """A loopback sshd logging in as lhtest; host aliases in `sshd.config` (gpubox, ...)."""
-    problems = missing_prerequisites()
-    if problems:
-        reason = (
-            f"the ssh test bed is not ready ({'; '.join(problems)}): "
-            "run `sudo scripts/dev setup`, then run the tests as root"
-        )
-        # In CI a missing test bed is a broken build, never a quietly skipped suite.
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    _require("the ssh test bed", missing_prerequisites(), "then run the tests as root")
     server = start_sshd(tmp_path_factory.mktemp("sshd"))
     try:
         yield server
@@ -56,15 +60,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 @pytest.fixture(scope="session")
 def slurm(sshd: Sshd) -> SlurmCluster:
     """The one-node Slurm cluster on this machine, with the loopback sshd as its login node."""
-    problems = slurm_ready()
-    if problems:
-        reason = (
-            f"the Slurm test cluster is not ready ({'; '.join(problems)}): "
-            "run `sudo scripts/dev setup`"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    _require("the Slurm test cluster", slurm_ready())
     return SlurmCluster(login=sshd, node=slurm_node_name())
 
 

@@ -132,6 +132,8 @@ read_file() { [ -f "$1" ] && cat "$1" 2>/dev/null; }
 # empty once the job has ended.
 job_line() { squeue -h -j "$1" -o '%T|%r|%N|%L' 2>/dev/null | head -n 1; }
 is_slurm() { [ "$(read_file "$1/backend")" = slurm ]; }
+# Everything after this marker is the raw tail of a log (see parse_output).
+log_tail() { out "log-begin"; tail -n "$log_lines" "$1" 2>/dev/null; }
 """
 
 _ACTIVATE = r"""
@@ -327,10 +329,7 @@ main() {
     case $endpoint in
         unix:*) if [ -S "${endpoint#unix:}" ]; then out "listening=1"; else out "listening=0"; fi ;;
     esac
-    if [ "$with_log" = 1 ]; then
-        out "log-begin"
-        tail -n "$log_lines" "$state/log" 2>/dev/null
-    fi
+    if [ "$with_log" = 1 ]; then log_tail "$state/log"; fi
 }
 """
 
@@ -726,12 +725,11 @@ main() {
 """
 
 _SUBMIT_BODY = r"""
-job_state() { squeue -h -j "$1" -o '%T' 2>/dev/null | head -n 1; }
 main() {
     root_state=$(state_root)
     state=$root_state/$name
     if [ "$(read_file "$state/backend")" = slurm ]; then
-        case $(job_state "$(read_file "$state/jobid")") in
+        case $(job_line "$(read_file "$state/jobid")" | cut -d'|' -f1) in
             PENDING|CONFIGURING|RUNNING|REQUEUED|RESIZING|SUSPENDED)
                 out "existing=1"
                 out "jobid=$(read_file "$state/jobid")"
@@ -772,14 +770,11 @@ main() {
     out "known=1"
     jid=$(read_file "$state/jobid")
     out "jobid=$jid"
-    out "job=$(squeue -h -j "$jid" -o '%T|%r|%N|%L' 2>/dev/null | head -n 1)"
+    out "job=$(job_line "$jid")"
     out "endpoint=$(read_file "$state/endpoint")"
     out "pid=$(read_file "$state/pid")"
     out "node=$(read_file "$state/node")"
-    if [ "$with_log" = 1 ]; then
-        out "log-begin"
-        tail -n "$log_lines" "$state/log" 2>/dev/null
-    fi
+    if [ "$with_log" = 1 ]; then log_tail "$state/log"; fi
 }
 """
 

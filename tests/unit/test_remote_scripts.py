@@ -201,3 +201,22 @@ def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path
     finally:
         for pid in pids:
             os.kill(pid, 9)
+
+
+def test_status_reports_alive_and_the_log_tail_and_exits_0(tmp_path: Path) -> None:
+    fake_venv(tmp_path / "env", with_jupyter=True)
+    unknown = run_sh(remote.status_script("proj"), tmp_path)
+    assert unknown.returncode == 0
+    assert remote.parse_output(unknown.stdout).get("known") == "0"
+    launched = remote.parse_output(
+        run_sh(remote.launch_script(request(env=remote.EnvSpec("venv", "~/env"))), tmp_path).stdout)
+    try:
+        (tmp_path / ".local/state/labhop/servers/proj/log").write_text("line 1\nline 2\n")
+        plain = run_sh(remote.status_script("proj"), tmp_path)
+        assert plain.returncode == 0
+        assert remote.parse_output(plain.stdout).get("alive") == "1"
+        with_log = run_sh(remote.status_script("proj", with_log=True, log_lines=1), tmp_path)
+        assert with_log.returncode == 0
+        assert remote.parse_output(with_log.stdout).log == "line 2"
+    finally:
+        os.kill(int(launched.get("pid")), 9)
