@@ -63,3 +63,13 @@ def test_a_job_pending_past_the_deadline_is_cancelled(slurm: SlurmCluster) -> No
     assert "labhop cancelled it" in result.stderr
     assert "PENDING" in result.stderr  # the queue state was shown while waiting
     assert squeue() == ""
+
+
+def test_a_job_near_its_walltime_is_announced_and_warned(slurm: SlurmCluster) -> None:
+    with start(slurm.login, "gpubox", "--name", "proj", "--slurm", "-p gpu -t 00:09:00") as run:
+        run.wait_for(URL, timeout=120)
+        run.wait_for(r"job \d+ on \S+: 8m of walltime left", timeout=30)
+        run.wait_for(r"the Slurm job ends in 8m \(walltime\); save your work", timeout=30)
+        run.interrupt()
+        assert run.wait(60) == 0, run.output
+    assert squeue() == ""

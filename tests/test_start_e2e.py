@@ -257,3 +257,29 @@ def test_falls_back_to_loopback_tcp_when_sshd_refuses_socket_forwarding(
         assert listening_addresses(int(remote_port)) == {"127.0.0.1"}
         assert processes_with_in_cmdline(url["token"]) == []
         stop_with_ctrl_c(labhop)
+
+
+def test_the_browser_gets_a_private_redirect_page_not_the_token(sshd: Sshd,
+                                                                tmp_path: Path) -> None:
+    """Python's webbrowser runs $BROWSER; this one records what it was given, the way a real
+    browser would receive it, and copies the page it was asked to open."""
+    record = tmp_path / "browser.txt"
+    browser = tmp_path / "fake-browser"
+    browser.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$*" > {record}\n'
+        f'page="${{1#file://}}"; stat -c %a "$page" >> {record}; cat "$page" >> {record}\n'
+    )
+    browser.chmod(0o755)
+    env = {"BROWSER": f"{browser} %s", "DISPLAY": ":99"}
+    with LabhopProcess.start("-F", str(sshd.config), "gpubox", "--name", "proj",
+                             env_overrides=env) as labhop:
+        url = labhop.wait_for(URL, timeout=90)
+        deadline = time.monotonic() + 10
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        argv, mode, *page = record.read_text().splitlines()
+        assert argv.startswith("file:///") and url["token"] not in argv
+        assert mode == "600"
+        assert f"http://127.0.0.1:{url['port']}/lab?token={url['token']}" in "\n".join(page)
+        stop_with_ctrl_c(labhop)

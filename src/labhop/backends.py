@@ -234,7 +234,7 @@ class SlurmBackend(HostBackend):
                     f"({job.reason or 'no reason given'}), so labhop cancelled it; ask for "
                     "fewer resources or raise --queue-timeout"
                 )
-            time.sleep(1.0)
+            time.sleep(0.5)  # a fresh job usually starts within a second
 
     def _job_fields(self, name: str, *, with_log: bool = False) -> remote.ScriptOutput:
         result = self.conn.run_script(remote.slurm_status_script(name, with_log=with_log))
