@@ -161,3 +161,15 @@ def test_start_and_ctrl_c_twenty_times_leaves_nothing(sshd: Sshd) -> None:
             run.interrupt()
             assert run.wait(30) == 0, f"cycle {cycle}: {run.output}"
         assert wait_until_no_user_processes() == [], f"cycle {cycle}"
+
+
+def test_an_attached_labhop_says_so_when_the_server_is_stopped_elsewhere(sshd: Sshd) -> None:
+    start_kept(sshd, "proj")
+    with LabhopProcess.start("attach", "-F", str(sshd.config), "gpubox", "proj",
+                             "--no-browser") as attached:
+        attached.wait_for(URL, timeout=60)
+        stopped = labhop(sshd, "stop", "gpubox", "proj")
+        assert stopped.rc == 0, stopped.stderr
+        attached.wait_for(r"'proj' on gpubox has stopped", timeout=40)
+        assert attached.wait(30) == 23
+    assert wait_until_no_user_processes() == []

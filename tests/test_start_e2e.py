@@ -283,3 +283,26 @@ def test_the_browser_gets_a_private_redirect_page_not_the_token(sshd: Sshd,
         assert mode == "600"
         assert f"http://127.0.0.1:{url['port']}/lab?token={url['token']}" in "\n".join(page)
         stop_with_ctrl_c(labhop)
+
+
+def test_the_users_own_forwards_and_remote_command_do_not_get_in_the_way(
+    sshd: Sshd, tmp_path: Path
+) -> None:
+    """Someone who did the manual routine before has `LocalForward 8888 ...` for the host,
+    often with that port busy, and perhaps a RemoteCommand; labhop must not trip on them."""
+    block = sshd.config.read_text().split("\nHost ")[0]
+    assert block.startswith("Host gpubox\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        config = tmp_path / "ssh_config"
+        config.write_text(block.replace("Host gpubox\n", "Host habits\n")
+                          + f"    LocalForward 127.0.0.1:{taken} 127.0.0.1:22\n"
+                          + "    RemoteCommand echo this-is-not-labhop\n")
+        with LabhopProcess.start("-F", str(config), "habits", "--name", "proj",
+                                 "--no-browser") as labhop:
+            url = labhop.wait_for(URL, timeout=90)
+            status = jupyter_api.api_status(f"http://127.0.0.1:{url['port']}", url["token"])
+            assert "started" in status
+            stop_with_ctrl_c(labhop)

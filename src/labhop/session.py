@@ -45,7 +45,8 @@ SOCKET_REFUSED_AFTER_S = 3.0
 LIVENESS_CHECK_S = 2.0
 # Capped low: once the network is back, the tunnel should be back within seconds.
 RECONNECT_BACKOFF_S = (1, 2, 3, 5)
-JOB_CHECK_S = 30.0
+# How often a running session looks at the server (or Slurm job) behind the tunnel.
+SERVER_CHECK_S = 15.0
 WALLTIME_WARNING_S = 600
 
 
@@ -419,14 +420,27 @@ class Session:
 
     # -- keep-alive -------------------------------------------------------------------
     def _supervise(self) -> None:
-        next_job_check = time.monotonic()
+        next_server_check = time.monotonic() + SERVER_CHECK_S
         while True:
             time.sleep(LIVENESS_CHECK_S)
             if not self._conn().is_alive():
                 self._reconnect()
-            if isinstance(self.backend, SlurmBackend) and time.monotonic() >= next_job_check:
-                next_job_check = time.monotonic() + JOB_CHECK_S
-                self._check_walltime()
+            if time.monotonic() >= next_server_check:
+                next_server_check = time.monotonic() + SERVER_CHECK_S
+                if isinstance(self.backend, SlurmBackend):
+                    self._check_walltime()
+                else:
+                    self._check_server_alive()
+
+    def _check_server_alive(self) -> None:
+        """Stopped by `labhop stop` elsewhere, by its idle timeout, or crashed: say so."""
+        assert self.backend is not None and self.server is not None
+        if not self.backend.status(self.server.name).alive:
+            raise ServerExitedError(
+                f"'{self.server.name}' on {self.request.target.host} has stopped (labhop stop, "
+                "its --idle-timeout, or a crash); the last lines of its log:",
+                details=self._log_tail(),
+            )
 
     def _check_walltime(self) -> None:
         """A Slurm job ends at its walltime: say so in time, and say when it happened."""

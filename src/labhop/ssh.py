@@ -245,13 +245,20 @@ class Connection:
             return resolved.describe()
         return f"{self.target.host} ({resolved.describe()})"
 
-    def _mux_args(self) -> list[str]:
-        return ["-S", str(self.control_path), "-o", "ControlMaster=no"]
-
     def _client_argv(self, *extra: str) -> list[str]:
         # BatchMode: a mux client must never prompt (it has no terminal); if the master
-        # is gone it fails fast instead of hanging on a password prompt.
-        return [self._ssh, *self._mux_args(), "-o", "BatchMode=yes", *self.target.user_args(),
+        # is gone it fails fast instead of hanging on a password prompt. The user's
+        # LocalForward/RemoteCommand lines are for their own sessions, not for ours.
+        return [self._ssh, "-S", str(self.control_path), "-o", "ControlMaster=no",
+                "-o", "BatchMode=yes",
+                "-o", "ClearAllForwardings=yes", "-o", "RemoteCommand=none",
+                *self.target.user_args(), *extra, "--", self.target.host]
+
+    def _control_argv(self, command: str, *extra: str) -> list[str]:
+        """`ssh -O COMMAND`: talks only to the master, so it reads no ssh config at all:
+        a config's LocalForward lines would otherwise be requested again with every
+        `-O forward`, and a config file deleted since would make `-O exit` fail."""
+        return [self._ssh, "-F", "/dev/null", "-S", str(self.control_path), "-O", command,
                 *extra, "--", self.target.host]
 
     # -- the master ----------------------------------------------------------------
@@ -266,6 +273,9 @@ class Connection:
             self._ssh, "-M", "-N", "-f",
             "-S", str(self.control_path),
             "-o", "ControlPersist=no",
+            # Forwards from ssh_config (e.g. the LocalForward 8888 of a manual Jupyter
+            # routine) are not ours to open, and one already in use would fail the master.
+            "-o", "ClearAllForwardings=yes",
             *self.target.user_args(),
             *default_options(resolved),
             "--", self.target.host,
@@ -278,15 +288,13 @@ class Connection:
     def is_alive(self) -> bool:
         if not self.control_path.exists():
             return False
-        result = proc.run([self._ssh, *self._mux_args(), "-O", "check", *self.target.user_args(),
-                           "--", self.target.host], timeout=15)
+        result = proc.run(self._control_argv("check"), timeout=15)
         return result.returncode == 0
 
     def close(self) -> None:
         """Stop the master (and with it every forward). Safe to call when it is gone."""
         if self.control_path.exists():
-            proc.run([self._ssh, *self._mux_args(), "-O", "exit", *self.target.user_args(),
-                      "--", self.target.host], timeout=15)
+            proc.run(self._control_argv("exit"), timeout=15)
 
     # -- steps over the master -------------------------------------------------------
     def run_script(self, script: str, *, login: bool = False,
@@ -321,15 +329,14 @@ class Connection:
         The master detached from us (`ssh -f`), so nothing else would end it after a
         `kill -9`: the watchdog waits for EOF on its stdin, which only labhop holds.
         """
-        exit_argv = [self._ssh, *self._mux_args(), "-O", "exit", *self.target.user_args(),
-                     "--", self.target.host]
+        exit_argv = self._control_argv("exit")
         script = 'cat >/dev/null; "$@" >/dev/null 2>&1; rm -rf -- "$0"'
         return proc.spawn(["/bin/sh", "-c", script, str(run_dir), *exit_argv])
 
     def forward(self, local_port: int, remote: str) -> None:
         """Forward 127.0.0.1:local_port to `remote` (a socket path or host:port)."""
         spec = f"127.0.0.1:{local_port}:{remote}"
-        result = proc.run(self._client_argv("-O", "forward", "-L", spec), timeout=30)
+        result = proc.run(self._control_argv("forward", "-L", spec), timeout=30)
         if result.returncode != 0:
             if not self.is_alive():
                 raise classify_failure(result.stderr, host=self.target.host,
@@ -341,7 +348,7 @@ class Connection:
 
     def cancel_forward(self, local_port: int, remote: str) -> None:
         spec = f"127.0.0.1:{local_port}:{remote}"
-        proc.run(self._client_argv("-O", "cancel", "-L", spec), timeout=30)
+        proc.run(self._control_argv("cancel", "-L", spec), timeout=30)
 
     def stderr_log(self) -> str:
         try:
