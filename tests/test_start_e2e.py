@@ -4,6 +4,7 @@ real kernels executing code through the tunnel."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import stat
 import time
@@ -306,3 +307,34 @@ def test_the_users_own_forwards_and_remote_command_do_not_get_in_the_way(
             status = jupyter_api.api_status(f"http://127.0.0.1:{url['port']}", url["token"])
             assert "started" in status
             stop_with_ctrl_c(labhop)
+
+
+def test_a_host_profile_supplies_the_usual_options(sshd: Sshd) -> None:
+    config_dir = Path(os.environ["LABHOP_CONFIG_DIR"])
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "config.toml").write_text(
+        '[defaults]\nidle_timeout = "2h"\n'
+        '[hosts.gpubox]\nenv = "venv:~/jvenv"\ndir = "~/proj"\nno_browser = true\n')
+    # No --env, no --dir, no --no-browser: all from the profile.
+    with LabhopProcess.start("-F", str(sshd.config), "gpubox") as labhop:
+        url = labhop.wait_for(URL, timeout=90)
+        output, _ = jupyter_api.execute(f"http://127.0.0.1:{url['port']}", url["token"],
+                                        "import os, sys; print(os.getcwd(), sys.prefix)")
+        assert output.split() == [str(HOME / "proj"), str(HOME / "jvenv")]
+        record = json.loads((STATE / "proj" / "launch.json").read_text())
+        assert (record["env"], record["idle_timeout"]) == ("venv:~/jvenv", 7200)
+        stop_with_ctrl_c(labhop)
+    # A command-line option still wins over the profile.
+    result = run_labhop("-F", str(sshd.config), "gpubox", "--dir", "~/no-such-dir")
+    assert result.rc == 22
+
+
+def test_a_bad_config_file_is_one_line_naming_it(sshd: Sshd) -> None:
+    config_dir = Path(os.environ["LABHOP_CONFIG_DIR"])
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "config.toml").write_text('[hosts.gpubox]\nidle_timeout = "forever"\n')
+    result = run_labhop("-F", str(sshd.config), "gpubox", "--no-browser")
+    assert result.rc == 3
+    assert f"idle_timeout = 'forever' ([hosts.gpubox] in {config_dir}/config.toml)" \
+        in result.stderr
+    assert "Traceback" not in result.stderr

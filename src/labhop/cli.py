@@ -18,15 +18,17 @@ from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from labhop import __version__, commands, gpus
-from labhop.errors import ExitStatus, LabhopError
+from labhop import __version__, commands, gpus, profiles
+from labhop.errors import ConfigError, ExitStatus, LabhopError
 from labhop.remote import APPS, parse_env_spec
 from labhop.session import Session, StartRequest, validate_name
 from labhop.ssh import Connection, Target
 from labhop.ui import UI
 
 F = TypeVar("F", bound=Callable[..., Any])
+_LOGGER = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT = "6h"
 DEFAULT_START_TIMEOUT = "120s"
@@ -165,7 +167,22 @@ def start(ctx: click.Context, host: str, env_spec: str | None, app: str, gpu_spe
 
     Ctrl+C stops the server and its kernels and leaves nothing running on HOST
     (with --keep it only closes the tunnel). Arguments after `--` go to Jupyter.
+    Defaults per host come from ~/.config/labhop/config.toml ([hosts.HOST] and
+    [defaults] tables with these options' names; see the README).
     """
+    profile = ProfileView(ctx, host)
+    env_spec = profile.pick("env_spec", "env", env_spec)
+    app = profile.pick("app", "app", app)
+    if app not in APPS:
+        raise ConfigError(f"app must be one of {', '.join(APPS)}, not {app!r} "
+                          f"({profile.source('app')})")
+    gpu_spec = profile.pick("gpu_spec", "gpus", gpu_spec)
+    root_dir = profile.pick("root_dir", "dir", root_dir)
+    name = profile.pick("name", "name", name)
+    port = profile.port(port)
+    no_browser = profile.pick("no_browser", "no_browser", no_browser)
+    keep = profile.pick("keep", "keep", keep)
+    slurm_opts = profile.pick("slurm_opts", "slurm", slurm_opts)
     request = StartRequest(
         target=make_target(host, params),
         app=app,
@@ -175,14 +192,54 @@ def start(ctx: click.Context, host: str, env_spec: str | None, app: str, gpu_spe
         port=port,
         open_browser=not no_browser,
         keep=keep,
-        idle_timeout=parse_duration(idle_timeout),
-        start_timeout=float(parse_duration(start_timeout) or 1),
+        idle_timeout=profile.duration("idle_timeout", "idle_timeout", idle_timeout),
+        start_timeout=float(profile.duration("start_timeout", "timeout", start_timeout) or 1),
         jupyter_args=tuple(ctx.obj.get("jupyter_args", ())),
         slurm=_sbatch_args(slurm_opts),
-        queue_timeout=float(parse_duration(queue_timeout) or 1),
+        queue_timeout=float(
+            profile.duration("queue_timeout", "queue_timeout", queue_timeout) or 1),
         gpus=_gpu_spec(gpu_spec, slurm=slurm_opts is not None),
     )
     return Session(request, UI(quiet=quiet)).run()
+
+
+class ProfileView:
+    """Option values with the config file filled in: a command-line option wins, then
+    [hosts.HOST], then [defaults], then the built-in default."""
+
+    def __init__(self, ctx: click.Context, host: str) -> None:
+        self.ctx = ctx
+        self.host = host
+        self.profiles = profiles.load()
+
+    def pick(self, param: str, key: str, value: Any) -> Any:
+        if self.ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
+            return value
+        found = self.profiles.lookup(self.host, key)
+        if found is None:
+            return value
+        _LOGGER.debug("%s = %r (from %s)", key, found[0], found[1])
+        return found[0]
+
+    def source(self, key: str) -> str:
+        found = self.profiles.lookup(self.host, key)
+        return found[1] if found else "the command line"
+
+    def duration(self, param: str, key: str, value: str) -> int:
+        text = self.pick(param, key, value)
+        try:
+            return parse_duration(text)
+        except click.BadParameter:
+            if text is value:
+                raise
+            raise ConfigError(f"{key} = {text!r} ({self.source(key)}) is not a duration like "
+                              "90s, 30m, 4h or 0") from None
+
+    def port(self, value: int | None) -> int | None:
+        port = self.pick("port", "port", value)
+        if port is not None and not 1 <= port <= 65535:
+            raise ConfigError(f"port must be 1-65535, not {port} ({self.source('port')})")
+        return port
 
 
 def _gpu_spec(text: str, *, slurm: bool) -> str:
@@ -223,11 +280,12 @@ def attach(host: str, name: str, port: int | None, no_browser: bool, start_timeo
     NAME may be left out when only one server runs there. Works from any laptop:
     everything needed is on HOST. Ctrl+C closes the tunnel; the server keeps running.
     """
+    profile = ProfileView(click.get_current_context(), host)
     request = StartRequest(
         target=make_target(host, params),
         name=validate_name(name) if name else "",
-        port=port,
-        open_browser=not no_browser,
+        port=profile.port(port),
+        open_browser=not profile.pick("no_browser", "no_browser", no_browser),
         start_timeout=float(parse_duration(start_timeout) or 1),
     )
     return Session(request, UI(quiet=quiet), attach_only=True).run()
