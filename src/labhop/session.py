@@ -423,14 +423,21 @@ class Session:
         next_server_check = time.monotonic() + SERVER_CHECK_S
         while True:
             time.sleep(LIVENESS_CHECK_S)
-            if not self._conn().is_alive():
-                self._reconnect()
-            if time.monotonic() >= next_server_check:
-                next_server_check = time.monotonic() + SERVER_CHECK_S
-                if isinstance(self.backend, SlurmBackend):
-                    self._check_walltime()
-                else:
-                    self._check_server_alive()
+            try:
+                if not self._conn().is_alive():
+                    self._reconnect()
+                if time.monotonic() >= next_server_check:
+                    next_server_check = time.monotonic() + SERVER_CHECK_S
+                    if isinstance(self.backend, SlurmBackend):
+                        self._check_walltime()
+                    else:
+                        self._check_server_alive()
+            except SSHError as exc:
+                # A check that was under way when the network dropped fails once the
+                # master gives up; that is a lost connection, not a reason to quit.
+                _LOGGER.debug("check failed: %s", exc)
+                if not self._conn().is_alive():
+                    self._reconnect()
 
     def _check_server_alive(self) -> None:
         """Stopped by `labhop stop` elsewhere, by its idle timeout, or crashed: say so."""
@@ -484,10 +491,10 @@ class Session:
             self._countdown(delay, attempt)
             try:
                 self._conn().open()
+                status = self.backend.status(self.server.name)
             except SSHError as exc:
                 self.ui.warn(f"reconnect attempt {attempt} failed: {exc}")
                 continue
-            status = self.backend.status(self.server.name)
             if not status.alive:
                 raise ServerExitedError(
                     f"reconnected to {host}, but the server '{self.server.name}' is gone; "
