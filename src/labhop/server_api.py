@@ -7,7 +7,6 @@ traffic, and the token goes in a header, never in a URL that could be logged.
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 
 _LOGGER = logging.getLogger(__name__)
@@ -21,22 +20,6 @@ def _request(port: int, token: str, method: str, path: str, timeout: float) -> t
         return response.status, response.read()
     finally:
         conn.close()
-
-
-def status(port: int, token: str, timeout: float = 5.0) -> dict[str, object] | None:
-    """`GET /api/status` (not counted as activity by Jupyter); None unless it answers 200."""
-    try:
-        code, body = _request(port, token, "GET", "/api/status", timeout)
-    except (OSError, http.client.HTTPException) as exc:
-        _LOGGER.debug("probe 127.0.0.1:%s: %s", port, exc)
-        return None
-    if code != 200:
-        _LOGGER.debug("probe 127.0.0.1:%s: HTTP %s", port, code)
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 def probe(port: int, token: str, timeout: float = 5.0) -> str:

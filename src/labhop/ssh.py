@@ -350,12 +350,6 @@ class Connection:
         spec = f"127.0.0.1:{local_port}:{remote}"
         proc.run(self._control_argv("cancel", "-L", spec), timeout=30)
 
-    def stderr_log(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-
 
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
