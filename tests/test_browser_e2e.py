@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.labhop_cli import LabhopProcess
-from tests.test_start_e2e import URL, stop_with_ctrl_c
+from tests.test_start_e2e import URL, browser_env, stop_with_ctrl_c, wait_for_file
 from tests.testbed import Sshd
 
 pytestmark = pytest.mark.e2e
@@ -41,20 +40,12 @@ def chromium() -> str:
 def test_the_browser_opens_a_working_jupyterlab(sshd: Sshd, chromium: str,
                                                 tmp_path: Path) -> None:
     dom = tmp_path / "dom.html"
-    browser = tmp_path / "browser"
-    browser.write_text(
-        "#!/bin/sh\n"
-        f'exec {chromium} {CHROMIUM_FLAGS} --user-data-dir={tmp_path}/profile '
-        f'--dump-dom "$1" > {dom} 2>/dev/null\n'
-    )
-    browser.chmod(0o755)
-    env = {"BROWSER": f"{browser} %s", "DISPLAY": ":99"}
+    env = browser_env(tmp_path, f'exec {chromium} {CHROMIUM_FLAGS} '
+                      f'--user-data-dir={tmp_path}/profile --dump-dom "$1" > {dom} 2>/dev/null\n')
     with LabhopProcess.start("-F", str(sshd.config), "gpubox", "--dir", "~/proj",
                              env_overrides=env) as labhop:
         labhop.wait_for(URL, timeout=90)
-        deadline = time.monotonic() + 60
-        while not (dom.exists() and dom.stat().st_size) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_for_file(dom, timeout=60)
         page = dom.read_text(errors="replace")
         # The file browser lists ~/proj on the remote: JupyterLab's scripts ran and its
         # contents API answered, all through 127.0.0.1 and the tunnel.

@@ -260,25 +260,33 @@ def test_falls_back_to_loopback_tcp_when_sshd_refuses_socket_forwarding(
         stop_with_ctrl_c(labhop)
 
 
+def browser_env(tmp_path: Path, script: str) -> dict[str, str]:
+    """Environment in which Python's webbrowser (and so labhop) runs `script` as the
+    browser, with the page's URL as $1; DISPLAY makes labhop believe a desktop is there."""
+    browser = tmp_path / "browser"
+    browser.write_text("#!/bin/sh\n" + script)
+    browser.chmod(0o755)
+    return {"BROWSER": f"{browser} %s", "DISPLAY": ":99"}
+
+
+def wait_for_file(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def test_the_browser_gets_a_private_redirect_page_not_the_token(sshd: Sshd,
                                                                 tmp_path: Path) -> None:
     """Python's webbrowser runs $BROWSER; this one records what it was given, the way a real
     browser would receive it, and copies the page it was asked to open."""
     record = tmp_path / "browser.txt"
-    browser = tmp_path / "fake-browser"
-    browser.write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$*" > {record}\n'
-        f'page="${{1#file://}}"; stat -c %a "$page" >> {record}; cat "$page" >> {record}\n'
-    )
-    browser.chmod(0o755)
-    env = {"BROWSER": f"{browser} %s", "DISPLAY": ":99"}
+    env = browser_env(tmp_path, f'printf "%s\\n" "$*" > {record}\n'
+                      f'page="${{1#file://}}"; stat -c %a "$page" >> {record}; '
+                      f'cat "$page" >> {record}\n')
     with LabhopProcess.start("-F", str(sshd.config), "gpubox", "--name", "proj",
                              env_overrides=env) as labhop:
         url = labhop.wait_for(URL, timeout=90)
-        deadline = time.monotonic() + 10
-        while not record.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_file(record, timeout=10)
         argv, mode, *page = record.read_text().splitlines()
         assert argv.startswith("file:///") and url["token"] not in argv
         assert mode == "600"

@@ -37,6 +37,7 @@ WATCH_INTERVAL_S = 2.0
 EXIT_CODES_HELP = """\b
 Exit status:
    0  done (also after Ctrl+C once the server was ready)
+   1  any other error
    2  bad command line        3  bad configuration
    9  no ssh client          10  unknown host
   11  cannot connect         12  authentication refused
