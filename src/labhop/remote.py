@@ -697,6 +697,13 @@ main() {
     # On the compute node Jupyter binds to the node's own address so the login node can
     # reach it; the token (read from the 0600 state file) is its only guard there.
     addr=$(hostname)
+    # Debian-style /etc/hosts maps the host name to 127.0.1.1, which the login node
+    # cannot reach: use the node's first real address then.
+    case $(getent hosts "$addr" 2>/dev/null | awk '{ print $1; exit }') in
+        127.0.1.1)
+            real=$(hostname -I 2>/dev/null | awk '{ print $1 }')
+            [ -n "$real" ] && addr=$real ;;
+    esac
     prepare_jupyter "$addr"
     [ -n "$port" ] && [ "$port" != 0 ] \
         || fail 93 "cannot find a free port on $(hostname) (no python next to jupyter-$app?)"
