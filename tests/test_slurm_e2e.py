@@ -4,12 +4,13 @@ through the loopback sshd acting as the login node (scripts/slurm-setup)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
 
 from tests import jupyter_api
-from tests.labhop_cli import run_labhop
+from tests.labhop_cli import LabhopProcess, run_labhop
 from tests.test_start_e2e import URL, start, wait_until_no_user_processes
 from tests.testbed import SlurmCluster
 
@@ -72,4 +73,30 @@ def test_a_job_near_its_walltime_is_announced_and_warned(slurm: SlurmCluster) ->
         run.wait_for(r"the Slurm job ends in 8m \(walltime\); save your work", timeout=30)
         run.interrupt()
         assert run.wait(60) == 0, run.output
+    assert squeue() == ""
+
+
+def test_attach_to_a_kept_job_and_stop_it(slurm: SlurmCluster) -> None:
+    sshd = slurm.login
+    with start(sshd, "gpubox", "--name", "proj", "--keep", "--slurm", "-p gpu") as run:
+        url = run.wait_for(URL, timeout=120)
+        run.interrupt()
+        assert run.wait(60) == 0, run.output
+    assert "RUNNING" in squeue()
+    with LabhopProcess.start("attach", "-F", str(sshd.config), "gpubox", "proj",
+                             "--no-browser") as attached:
+        again = attached.wait_for(URL, timeout=60)
+        assert again["token"] == url["token"]
+        # Recognised as a job: on a real cluster its PID lives on another node, so only
+        # Slurm can say whether it is alive (here login and compute node are one machine).
+        assert re.search(rf"attaching to 'proj' on gpubox \(job \d+ on {slurm.node}\)",
+                         attached.output), attached.output
+        output, _ = jupyter_api.execute(f"http://127.0.0.1:{again['port']}", again["token"],
+                                        "print(6 * 7)")
+        assert output.strip() == "42"
+        attached.interrupt()
+        assert attached.wait(60) == 0, attached.output
+    assert "RUNNING" in squeue()
+    stopped = run_labhop("stop", "-F", str(sshd.config), "gpubox", "proj")
+    assert stopped.rc == 0, stopped.stderr
     assert squeue() == ""

@@ -195,8 +195,14 @@ class Session:
     def _attach(self) -> Server:
         assert self.backend is not None
         entry = self.backend.find(self.request.name, with_token=True)
-        self.ui.info(f"attaching to '{entry.name}' on {self.request.target.host} "
-                     f"(pid {entry.pid})")
+        where = f"job {entry.jobid} on {entry.node}" if entry.jobid else f"pid {entry.pid}"
+        self.ui.info(f"attaching to '{entry.name}' on {self.request.target.host} ({where})")
+        if entry.jobid:
+            # It runs as a Slurm job: only Slurm can say whether it is still alive.
+            backend = SlurmBackend(self._conn(), (), queue_timeout=self.request.queue_timeout,
+                                   progress=self.ui.step)
+            backend.jobid = entry.jobid
+            self.backend = backend
         self.request = dataclasses.replace(
             self.request, app=str(entry.record.get("app") or "lab"), name=entry.name)
         return server_from_entry(entry)
