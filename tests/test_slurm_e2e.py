@@ -97,6 +97,11 @@ def test_attach_to_a_kept_job_and_stop_it(slurm: SlurmCluster) -> None:
         attached.interrupt()
         assert attached.wait(60) == 0, attached.output
     assert "RUNNING" in squeue()
+    # The same name started on the login node itself must not take the job's state.
+    clash = run_labhop("-F", str(sshd.config), "gpubox", "--name", "proj", "--no-browser")
+    assert clash.rc == 26, clash.stderr
+    assert "'proj' runs as Slurm job" in clash.stderr
+    assert "RUNNING" in squeue()
     stopped = run_labhop("stop", "-F", str(sshd.config), "gpubox", "proj")
     assert stopped.rc == 0, stopped.stderr
     assert squeue() == ""

@@ -249,6 +249,9 @@ _LAUNCH_BODY = r"""
 main() {
     root_state=$(state_root)
     state=$root_state/$name
+    if is_slurm "$state" && [ -n "$(job_line "$(read_file "$state/jobid")")" ]; then
+        fail 93 "'$name' runs as Slurm job $(read_file "$state/jobid"); use labhop attach for it, or pick another --name"
+    fi
     if [ -f "$state/pid" ] && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")"; then
         out "existing=1"
         report "$state"
@@ -743,6 +746,10 @@ main() {
                 out "token=$(read_file "$state/token")"
                 exit 0 ;;
         esac
+    fi
+    if ! is_slurm "$state" && [ -f "$state/pid" ] \
+            && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")"; then
+        fail 93 "'$name' already runs on $(hostname) itself, not as a job; use labhop attach for it, or pick another --name"
     fi
     command -v sbatch >/dev/null 2>&1 \
         || fail 94 "sbatch not found on $(hostname): is it a Slurm login node? (load Slurm's module in your login files)"
