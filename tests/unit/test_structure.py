@@ -1,5 +1,5 @@
-"""The README and `--help` must not drift from the code: every option of every command is
-documented in the README, and every documented exit status exists."""
+"""Structural checks: the README and `--help` must not drift from the code (every option of
+every command is documented, every exit status exists), and processes start in one place."""
 
 from __future__ import annotations
 
@@ -40,3 +40,16 @@ def test_documented_exit_codes_exist_and_every_code_is_documented() -> None:
     help_codes = {int(code) for code in re.findall(r"(?:^|\s)(\d{1,3})  \S", EXIT_CODES_HELP)}
     assert readme_codes == codes
     assert help_codes == codes
+
+
+def test_only_proc_starts_processes() -> None:
+    """One choke point for spawning (argv lists, logging, own sessions): labhop.proc."""
+    source = Path(__file__).resolve().parents[2] / "src" / "labhop"
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted(source.glob("*.py")) if path.name != "proc.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"subprocess\.(run|Popen|call|check_call|check_output)\(|os\.(system|popen)\(",
+                     line)
+    ]
+    assert offenders == []
