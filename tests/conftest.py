@@ -3,34 +3,58 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.testbed import (
+    Askpass,
     SlurmCluster,
     Sshd,
     cancel_user_jobs,
     kill_user_processes,
     missing_prerequisites,
+    password_login_problems,
     reset_remote_state,
     slurm_node_name,
     slurm_ready,
+    start_password_sshd,
     start_sshd,
 )
 
 # Anything in these would let a test reach outside its sandbox: an agent with the developer's
-# keys, a GUI password prompt, a browser on the developer's screen.
-_SCRUBBED_ENV = ("DISPLAY", "WAYLAND_DISPLAY", "SSH_AUTH_SOCK", "SSH_ASKPASS")
+# keys, a GUI password prompt, a browser on the developer's screen. SSH_ASKPASS_REQUIRE too:
+# a test that wants prompts answered passes an `askpass` fixture's env() itself.
+_SCRUBBED_ENV = (
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "SSH_AUTH_SOCK",
+    "SSH_ASKPASS",
+    "SSH_ASKPASS_REQUIRE",
+)
 
 
 @pytest.fixture(autouse=True)
-def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def runtime_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Each test's own $XDG_RUNTIME_DIR (and cache dir), so labhop's shared masters and run
+    directories live where the test can see them, never in the developer's.
+
+    Short on purpose (under /tmp, not in tmp_path): a ControlPath must fit in 104 bytes.
+    """
     # labhop creates its config dir itself (mode 0700), so it is named here but not created.
     monkeypatch.setenv("LABHOP_CONFIG_DIR", str(tmp_path / "labhop-config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for name in _SCRUBBED_ENV:
         monkeypatch.delenv(name, raising=False)
+    runtime = Path(tempfile.mkdtemp(prefix="lhrt-"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    try:
+        yield runtime
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def _require(what: str, problems: list[str], advice: str = "") -> None:
@@ -55,6 +79,29 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def password_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A loopback sshd that asks lhtest's password at every new connection (a 2FA stand-in).
+
+    Its only alias, "pwbox", is in `password_sshd.config`; it accepts no key and BatchMode is
+    off, so answer the prompt with the `askpass` fixture: `env=askpass.env()`.
+    """
+    _require(
+        "the password-only ssh test host", password_login_problems(), "then run the tests as root"
+    )
+    server = start_password_sshd(tmp_path_factory.mktemp("pwsshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def askpass(tmp_path: Path) -> Askpass:
+    """An SSH_ASKPASS that answers with lhtest's password and counts each prompt."""
+    return Askpass.create(tmp_path / "askpass")
 
 
 @pytest.fixture(scope="session")

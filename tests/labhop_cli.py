@@ -179,6 +179,9 @@ class LabhopProcess:
                 self._changed.wait(remaining)
         raise AssertionError(f"labhop {problem}; waited for /{pattern}/. Output:\n{self.output}")
 
+    def running(self) -> bool:
+        return self._process.poll() is None
+
     def interrupt(self) -> None:
         """Ctrl+C as a terminal sends it: SIGINT to the whole foreground process group."""
         os.killpg(self._process.pid, signal.SIGINT)

@@ -1,4 +1,4 @@
-"""A pausable TCP relay on loopback: a flaky network between the laptop and the test sshd.
+"""A pausable, cuttable TCP relay on loopback: a flaky network between laptop and test sshd.
 
 `Relay.start(sshd.port)` listens on a free 127.0.0.1 port and pipes every connection to the
 sshd. `pause()` cuts the network the way a pulled cable or a sleeping laptop does: nothing
@@ -16,6 +16,18 @@ real server learns of the dead peer on its first retransmission after the networ
 A connection accepted while paused is not even forwarded to the target until `resume()`, so
 the connecting ssh sees no banner and hangs until its ConnectTimeout.
 
+`cut()` is the laptop moving to another network (a new Wi-Fi, a VPN reconnect, a new address):
+every connection open at that moment is abandoned for good. Not one more byte, EOF or reset
+crosses in either direction, ever, and nothing is closed until the relay itself is closed
+(close() then tears them down as any other). The relay stops reading them (at most one chunk
+already read is dropped), so a side that keeps writing blocks once the kernel's buffers
+fill, as on a path that no longer answers. So sshd never learns that the old
+connection is dead (its session and the commands in it live on, as on a real server that
+never hears from the vanished address again), and the local ssh can only notice through its
+ServerAlive keep-alives. Connections accepted after the cut work normally, as connections
+from the new network do (unless the relay is paused). A connection the kernel has completed
+but the accept loop has not picked up yet (at most ~0.1 s old) counts as a new one.
+
 `write_flaky_config` writes an ssh_config with a host alias that goes through the relay.
 """
 
@@ -26,7 +38,7 @@ import itertools
 import select
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from tests.testbed import Sshd
@@ -44,7 +56,9 @@ class _Gate:
     """Open while the network works, shut while paused; closing the relay opens it for good.
 
     Every byte a pump sends is sent while holding the gate's lock, with non-blocking sends,
-    so once `shut()` returns not one more byte leaves the relay until `open()`.
+    so once `shut()` returns not one more byte leaves the relay until `open()`. The same
+    lock guards each connection's `abandoned` flag (set by Relay.cut), so once a connection
+    is abandoned not one more byte of it leaves the relay at all.
     """
 
     def __init__(self) -> None:
@@ -66,10 +80,11 @@ class _Gate:
             self.closed = True
             self.lock.notify_all()
 
-    def wait_open(self) -> bool:
-        """Block while paused; False once the relay is closed (the caller must stop)."""
+    def wait_open(self, abandoned: Callable[[], bool] = lambda: False) -> bool:
+        """Block while paused (or, for an abandoned connection, for good); False once the
+        relay is closed (the caller must stop)."""
         with self.lock:
-            self.lock.wait_for(lambda: not self.paused or self.closed)
+            self.lock.wait_for(lambda: self.closed or not (self.paused or abandoned()))
             return not self.closed
 
 
@@ -83,10 +98,22 @@ class _Connection:
         self._lock = threading.Lock()
         self._pumps_left = 2
         self.threads: list[threading.Thread] = []
+        # Set by Relay.cut under the gate's lock; never cleared.
+        self.abandoned = False
+
+    def _is_abandoned(self) -> bool:
+        return self.abandoned
+
+    def _wait_open(self) -> bool:
+        """Wait until this connection may pass traffic; False once the relay is closed.
+
+        An abandoned connection never may again, so it waits here until the relay closes.
+        """
+        return self._gate.wait_open(self._is_abandoned)
 
     def run(self, target: tuple[str, int]) -> None:
         """Connect upstream once the network is up, then pump both ways on two threads."""
-        if not self._gate.wait_open():
+        if not self._wait_open():
             self.close()
             return
         try:
@@ -112,8 +139,8 @@ class _Connection:
                 except OSError:
                     # A reset (or close() tearing the sockets down): held like data while
                     # paused, then passed on by closing both ends.
-                    self._gate.wait_open()
-                    self._abort()
+                    if not self._pass_on(self._abort):
+                        self._abort()
                     return
                 if not data:
                     self._forward_eof(dst)
@@ -128,11 +155,11 @@ class _Connection:
         """Send `data` only while the gate is open; False if the relay or `dst` went away."""
         view = memoryview(data)
         while view:
-            if not self._gate.wait_open():
+            if not self._wait_open():
                 return False
             with self._gate.lock:
-                # Checked again under the lock: pause() may have won the race since.
-                if self._gate.paused:
+                # Checked again under the lock: pause() or cut() may have won the race since.
+                if self._gate.paused or self.abandoned:
                     continue
                 try:
                     sent = dst.send(view, socket.MSG_DONTWAIT)
@@ -150,10 +177,22 @@ class _Connection:
     def _forward_eof(self, dst: socket.socket) -> None:
         # A half-close is passed on as a half-close, so `ssh host cat <file` style traffic
         # still gets its answer back.
-        if not self._gate.wait_open():
-            return
-        with self._gate.lock, contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
+        def half_close() -> None:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+        self._pass_on(half_close)
+
+    def _pass_on(self, deliver: Callable[[], None]) -> bool:
+        """Run `deliver` (an EOF or reset for a peer) under the gate's lock, once this
+        connection may pass traffic; False, without running it, if the relay closed first."""
+        while self._wait_open():
+            with self._gate.lock:
+                # Checked again under the lock: pause() or cut() may have won the race since.
+                if not (self._gate.paused or self.abandoned):
+                    deliver()
+                    return True
+        return False
 
     def _abort(self) -> None:
         for sock in (self.client, self.upstream):
@@ -213,6 +252,19 @@ class Relay:
     def resume(self) -> None:
         """Restore the network: held bytes are delivered and traffic flows again."""
         self._gate.open()
+
+    def cut(self) -> int:
+        """Move to another network: abandon every connection open now, for good.
+
+        From now on nothing of those connections crosses (no byte, EOF or reset, in either
+        direction) and they stay open at both ends until close(). Later connections are not
+        affected. Returns how many connections were abandoned.
+        """
+        with self._lock, self._gate.lock:
+            live = [c for c in self._connections if c.client.fileno() != -1]
+            for connection in live:
+                connection.abandoned = True
+        return len(live)
 
     def close(self) -> None:
         """Stop accepting and close every relayed connection (both ends see it close)."""

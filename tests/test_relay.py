@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.relay import Relay, write_flaky_config
-from tests.testbed import Sshd
+from tests.testbed import Sshd, user_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -131,3 +131,39 @@ def _nothing_readable(process: subprocess.Popen[bytes], seconds: float) -> bool:
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], seconds)
     return not ready
+
+
+def test_a_cut_abandons_open_sessions_but_new_connections_work(relay: Relay, flaky: Path) -> None:
+    with start_ssh(flaky, *FAST_KEEPALIVE, ALIAS, "echo up; sleep 300") as session:
+        assert read_line(session) == b"up\n"
+        _wait_for_remote_command("sleep 300")
+        assert relay.cut() == 1
+        cut = time.monotonic()
+        rc = session.wait(timeout=15)
+        waited = time.monotonic() - cut
+        assert session.stderr is not None
+        stderr = session.stderr.read().decode(errors="replace")
+    assert rc == 255, stderr
+    assert waited < 6, f"ssh noticed the cut only after {waited:.1f}s: {stderr}"
+    assert "Timeout" in stderr
+    # A new connection works at once, unlike after a pause; no resume() needed.
+    fresh = ssh(flaky, ALIAS, "true", timeout=10)
+    assert fresh.returncode == 0, fresh.stderr
+    # The client's FIN never reached sshd: the old session and its command live on. The
+    # sshd session process is the proof: a tty-less `sleep` would outlive a session that
+    # sshd closed too (nothing sends it SIGHUP).
+    time.sleep(1)
+    assert _remote_commands("sleep 300"), user_processes()
+    assert _remote_commands("sshd: lhtest@notty"), user_processes()
+    assert not relay.paused
+
+
+def _remote_commands(cmdline: str) -> list[int]:
+    return [pid for pid, found in user_processes() if found == cmdline]
+
+
+def _wait_for_remote_command(cmdline: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not _remote_commands(cmdline):
+        assert time.monotonic() < deadline, f"no {cmdline!r} among {user_processes()}"
+        time.sleep(0.05)

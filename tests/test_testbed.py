@@ -16,6 +16,7 @@ from tests.jupyter_api import KernelError, api_status, execute, shutdown_kernel
 from tests.testbed import (
     HOME,
     USER,
+    Askpass,
     Sshd,
     free_port,
     kill_user_processes,
@@ -153,6 +154,79 @@ def test_reset_remote_state_removes_only_the_users_leftovers(sshd: Sshd) -> None
         assert foreign.exists()
     finally:
         foreign.rmdir()
+
+
+# --- the password-only host: every new connection asks once, through the askpass ----------
+
+
+def _password_login(
+    server: Sshd, askpass: Askpass, *ssh_args: str
+) -> subprocess.CompletedProcess[str]:
+    # No controlling terminal and stdin from /dev/null, as tests/labhop_cli.py starts labhop:
+    # the askpass is the only way ssh can ask.
+    return server.run(*ssh_args, env=askpass.env(), no_terminal=True, timeout=15)
+
+
+def test_password_host_config_never_uses_keys_or_batch_mode(password_sshd: Sshd) -> None:
+    block = password_sshd.config.read_text()
+    assert block.startswith(f"Host {password_sshd.alias()}\n")
+    assert "PubkeyAuthentication no\n" in block
+    assert "StrictHostKeyChecking yes\n" in block
+    assert "BatchMode" not in block
+    assert "IdentityFile" not in block
+
+
+def test_password_login_asks_once_through_askpass(password_sshd: Sshd, askpass: Askpass) -> None:
+    result = _password_login(password_sshd, askpass, password_sshd.alias(), "id -un")
+    assert (result.returncode, result.stdout) == (0, f"{USER}\n"), result.stderr
+    assert askpass.count() == 1
+    # The password prompt, never a host key's: known_hosts is strict and matches.
+    assert "Password:" in askpass.prompts()[0]
+
+
+def test_each_new_connection_asks_again(password_sshd: Sshd, askpass: Askpass) -> None:
+    for _ in range(2):
+        result = _password_login(password_sshd, askpass, password_sshd.alias(), "true")
+        assert result.returncode == 0, result.stderr
+    assert askpass.count() == 2
+
+
+def test_a_mux_client_of_a_live_master_asks_nothing(
+    password_sshd: Sshd, askpass: Askpass, tmp_path: Path
+) -> None:
+    alias, control = password_sshd.alias(), str(tmp_path / "cm")
+    master = _password_login(password_sshd, askpass, "-M", "-N", "-f", "-S", control, alias)
+    try:
+        assert master.returncode == 0, master.stderr
+        assert askpass.count() == 1
+        client = _password_login(password_sshd, askpass, "-S", control, alias, "id -un")
+        assert (client.returncode, client.stdout) == (0, f"{USER}\n"), client.stderr
+        assert askpass.count() == 1
+    finally:
+        closed = password_sshd.run("-S", control, "-O", "exit", alias, timeout=10)
+    assert closed.returncode == 0, closed.stderr
+    check = password_sshd.run("-S", control, "-O", "check", alias, timeout=10)
+    assert check.returncode == 255
+    assert askpass.count() == 1
+
+
+@pytest.mark.parametrize(
+    "extra_options",
+    [
+        pytest.param(("-o", "BatchMode=yes"), id="batch-mode"),
+        # The sshd's own key, listed by its AuthorizedKeysCommand: keys are off on the server.
+        pytest.param(("-o", "BatchMode=yes", "-o", "PubkeyAuthentication=yes"), id="with-key"),
+    ],
+)
+def test_password_host_refuses_a_login_that_cannot_ask(
+    password_sshd: Sshd, askpass: Askpass, extra_options: tuple[str, ...]
+) -> None:
+    identity = ("-i", str(password_sshd.workdir / "id_ed25519"))
+    args = (*extra_options, *identity, password_sshd.alias(), "true")
+    result = _password_login(password_sshd, askpass, *args)
+    assert result.returncode == 255
+    assert "Permission denied" in result.stderr
+    assert askpass.count() == 0
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """labhop's test bed: a private sshd on loopback that logs in as the test user `lhtest`.
 
 `scripts/testbed-setup` prepares lhtest (Jupyter in ~/jvenv, ~/emptyvenv, a conda stand-in in
-~/miniforge3, ~/proj). This module starts and stops sshd instances for that user, writes the
-matching client ssh_config, and inspects lhtest's processes and the machine's listening
-sockets. The pytest fixtures (tests/conftest.py) and `python -m tests.testbed demo` both use it.
-Everything needs root: sshd must switch to lhtest, and the helpers kill lhtest's processes.
+~/miniforge3, ~/proj, the password PASSWORD). This module starts and stops sshd instances for
+that user (key-only ones, and a password-only one that asks at every login, answered by an
+`Askpass` that counts the prompts), writes the matching client ssh_config, and inspects
+lhtest's processes and the machine's listening sockets. The pytest fixtures
+(tests/conftest.py) and `python -m tests.testbed demo` both use it. Everything needs root:
+sshd must switch to lhtest, and the helpers kill lhtest's processes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,9 @@ HOME = Path("/home/lhtest")
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
 DEFAULT_ALIAS = "gpubox"
+DEFAULT_PASSWORD_ALIAS = "pwbox"  # noqa: S105 -- a host alias, not a password
+# lhtest's login password; scripts/testbed-setup sets the same (TEST_PASSWORD there).
+PASSWORD = "lhtest-testbed-pw"  # noqa: S105 -- the throwaway test user's, public on purpose
 START_TIMEOUT = 20.0
 # Host aliases in the client config are the base alias plus one of these suffixes.
 ALIAS_VARIANTS = ("", "jumped", "wrongkey", "badhostkey", "down")
@@ -56,6 +61,17 @@ BASE_SSHD_OPTIONS: tuple[tuple[str, str], ...] = (
     ("ClientAliveInterval", "0"),
 )
 
+# The password-only host (start_password_sshd), a stand-in for a host with 2FA: PAM asks for
+# the password through keyboard-interactive, the only method sshd accepts, so every new
+# connection prompts exactly once, and a key can never get in.
+PASSWORD_SSHD_OPTIONS: Mapping[str, str] = {
+    "UsePAM": "yes",
+    "KbdInteractiveAuthentication": "yes",
+    "PasswordAuthentication": "no",
+    "PubkeyAuthentication": "no",
+    "AuthenticationMethods": "keyboard-interactive",
+}
+
 _TCP_LISTEN = "0A"  # socket state code for LISTEN in /proc/net/tcp*
 
 
@@ -80,6 +96,69 @@ def missing_prerequisites() -> list[str]:
     if not (HOME / "jvenv/bin/jupyter-lab").is_file():
         problems.append(f"{HOME}/jvenv/bin/jupyter-lab is missing")
     return problems
+
+
+def password_login_problems() -> list[str]:
+    """What stops the password-only host from working; empty when it is ready."""
+    problems = missing_prerequisites()
+    if problems:
+        return problems
+    if not _shadow_hash(USER).startswith("$"):
+        problems.append(f"{USER} has no password (scripts/testbed-setup sets one)")
+    if not Path("/etc/pam.d/sshd").is_file():
+        problems.append("/etc/pam.d/sshd is missing (sshd with UsePAM=yes needs it)")
+    return problems
+
+
+def _shadow_hash(user: str) -> str:
+    for line in Path("/etc/shadow").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name == user:
+            return rest.split(":", 1)[0]
+    return ""
+
+
+@dataclass(frozen=True)
+class Askpass:
+    """An SSH_ASKPASS program that answers every prompt with PASSWORD and counts the prompts.
+
+    Give ssh (or labhop) `env()`: with SSH_ASKPASS_REQUIRE=force, OpenSSH asks this program
+    for every password and keyboard-interactive prompt, with or without a terminal. Each
+    call appends its prompt ($1, newlines flattened to spaces) as one line to `log`.
+    """
+
+    script: Path
+    log: Path
+
+    @classmethod
+    def create(cls, directory: Path, password: str = PASSWORD) -> Askpass:
+        """Write the program and an empty log into `directory` (created if missing)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        askpass = cls(directory / "askpass", directory / "askpass.log")
+        if askpass.script.exists():
+            raise FileExistsError(f"{askpass.script} exists; use a fresh directory")
+        askpass.log.write_text("")
+        log = shlex.quote(str(askpass.log))
+        askpass.script.write_text(
+            "#!/bin/sh\n"
+            "# labhop test bed: record the prompt on one line, then answer it.\n"
+            f"""printf '%s\\n' "$(printf '%s' "$1" | tr '\\n' ' ')" >>{log}\n"""
+            f"printf '%s\\n' {shlex.quote(password)}\n"
+        )
+        askpass.script.chmod(0o755)
+        return askpass
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that make ssh ask this program, terminal or not."""
+        return {"SSH_ASKPASS": str(self.script), "SSH_ASKPASS_REQUIRE": "force"}
+
+    def prompts(self) -> list[str]:
+        """The prompt texts so far, oldest first, e.g. "(lhtest@127.0.0.1) Password: "."""
+        return self.log.read_text().splitlines()
+
+    def count(self) -> int:
+        """How many times ssh has asked so far."""
+        return len(self.prompts())
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,9 +192,19 @@ class Sshd:
         return ["ssh", "-F", str(self.config), *args]
 
     def run(
-        self, *ssh_args: str, stdin_text: str | None = None, timeout: float = 30
+        self,
+        *ssh_args: str,
+        stdin_text: str | None = None,
+        timeout: float = 30,
+        env: Mapping[str, str] | None = None,
+        no_terminal: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """Run `ssh -F <config> ARGS` to completion, capturing text output."""
+        """Run `ssh -F <config> ARGS` to completion, capturing text output.
+
+        `env` adds to this process's environment (e.g. `Askpass.env()`); `no_terminal`
+        starts ssh in a new session, without a controlling terminal, as labhop's tests start
+        labhop (tests/labhop_cli.py), so it can never prompt on a tty.
+        """
         return subprocess.run(
             self.ssh_argv(*ssh_args),
             input=stdin_text,
@@ -124,6 +213,8 @@ class Sshd:
             text=True,
             timeout=timeout,
             check=False,
+            env=None if env is None else {**os.environ, **env},
+            start_new_session=no_terminal,
         )
 
     def log_tail(self, lines: int = 30) -> str:
@@ -161,14 +252,55 @@ def start_sshd(
     `host_alias` names this instance's aliases in its client config ("nostream",
     "nostream-jumped", ...), so a second sshd can be told apart in logs and messages.
     """
+    return _launch(
+        workdir,
+        host_alias,
+        sshd_options or {},
+        write_client_files=_write_client_files,
+        wait_until_ready=_wait_until_ready,
+    )
+
+
+def start_password_sshd(
+    workdir: Path,
+    *,
+    host_alias: str = DEFAULT_PASSWORD_ALIAS,
+    sshd_options: Mapping[str, str] | None = None,
+) -> Sshd:
+    """Start an sshd for lhtest that asks for PASSWORD at every login and accepts no key.
+
+    A stand-in for a host with 2FA: each new TCP connection prompts exactly once (through
+    PAM keyboard-interactive), while a ControlMaster client (`ssh -S socket`) rides an
+    authenticated master and asks nothing. Its client config (`.config`) has only the
+    `host_alias` block, with strict host-key checking, no BatchMode and no keys offered, so ssh
+    must ask: pass `Askpass.env()` to answer. `sshd_options` are applied over
+    PASSWORD_SSHD_OPTIONS. `workdir` must be fresh, as for start_sshd.
+    """
+    return _launch(
+        workdir,
+        host_alias,
+        {**PASSWORD_SSHD_OPTIONS, **(sshd_options or {})},
+        write_client_files=_write_password_client_files,
+        wait_until_ready=_wait_until_password_ready,
+    )
+
+
+def _launch(
+    workdir: Path,
+    host_alias: str,
+    sshd_options: Mapping[str, str],
+    *,
+    write_client_files: Callable[[Path, str, int, int], None],
+    wait_until_ready: Callable[[Sshd, float], None],
+) -> Sshd:
     if (workdir / "sshd_config").exists():
         raise FileExistsError(f"{workdir} already holds an sshd; use a fresh directory")
     workdir.mkdir(parents=True, exist_ok=True)
     _generate_keys(workdir)
     port = free_port()
     down_socket = _reserve_refusing_port()
-    (workdir / "sshd_config").write_text(_server_config(workdir, port, sshd_options or {}))
-    _write_client_files(workdir, host_alias, port, down_socket.getsockname()[1])
+    (workdir / "sshd_config").write_text(_server_config(workdir, port, sshd_options))
+    write_client_files(workdir, host_alias, port, down_socket.getsockname()[1])
     # sshd refuses to start without its privilege-separation directory.
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     with (workdir / "sshd.log").open("wb") as log:
@@ -183,7 +315,7 @@ def start_sshd(
         )
     sshd = Sshd(workdir, port, host_alias, process, down_socket)
     try:
-        _wait_until_ready(sshd, START_TIMEOUT)
+        wait_until_ready(sshd, START_TIMEOUT)
     except BaseException:
         sshd.stop()
         raise
@@ -261,7 +393,38 @@ def _client_host_block(name: str, port: int, identity: Path, known_hosts: Path) 
     )
 
 
-def _wait_until_ready(sshd: Sshd, timeout: float) -> None:
+def _write_password_client_files(workdir: Path, alias: str, port: int, _down_port: int) -> None:
+    host_key = (workdir / "ssh_host_ed25519_key.pub").read_text().strip()
+    known_hosts = workdir / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+    (workdir / "ssh_config").write_text(
+        f"Host {alias}\n"
+        f"    HostName 127.0.0.1\n"
+        f"    Port {port}\n"
+        f"    User {USER}\n"
+        # No key is offered and BatchMode stays off: the password prompt is the only way in.
+        f"    PubkeyAuthentication no\n"
+        f'    UserKnownHostsFile "{known_hosts}"\n'
+        # Strict, so the only prompt ssh ever shows is the password one, never a host key's.
+        f"    StrictHostKeyChecking yes\n"
+        f"    ConnectTimeout 10\n"
+    )
+
+
+def _wait_until_password_ready(sshd: Sshd, timeout: float) -> None:
+    """Wait until a login answered by an askpass works (the probe's prompts go to workdir)."""
+    askpass = Askpass.create(sshd.workdir / "probe-askpass")
+    _wait_until_ready(
+        sshd,
+        timeout,
+        env=askpass.env(),
+        hint=f"is {USER}'s password {PASSWORD!r}? scripts/testbed-setup sets it",
+    )
+
+
+def _wait_until_ready(
+    sshd: Sshd, timeout: float, *, env: Mapping[str, str] | None = None, hint: str = ""
+) -> None:
     """Wait until a real login works: sshd listening is not enough to prove the keys fit."""
     deadline = time.monotonic() + timeout
     last_error = ""
@@ -273,7 +436,13 @@ def _wait_until_ready(sshd: Sshd, timeout: float) -> None:
             )
         remaining = max(deadline - time.monotonic(), 1)
         try:
-            probe = sshd.run(sshd.alias(), "true", timeout=min(remaining, 10))
+            probe = sshd.run(
+                sshd.alias(),
+                "true",
+                timeout=min(remaining, 10),
+                env=env,
+                no_terminal=env is not None,
+            )
         except subprocess.TimeoutExpired:
             last_error = "ssh probe timed out"
             continue
@@ -283,7 +452,8 @@ def _wait_until_ready(sshd: Sshd, timeout: float) -> None:
         time.sleep(0.1)
     raise RuntimeError(
         f"sshd on port {sshd.port} did not accept `ssh {sshd.alias()} true` within {timeout:g}s "
-        f"(last ssh error: {last_error!r}); {sshd.log_path}:\n{sshd.log_tail()}"
+        f"(last ssh error: {last_error!r}){f'; {hint}' if hint else ''}; "
+        f"{sshd.log_path}:\n{sshd.log_tail()}"
     )
 
 
