@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from labhop import remote, slurm
+from labhop.connection import Connection
 from labhop.errors import (
     EnvNotFoundError,
     JupyterNotFoundError,
@@ -22,7 +23,6 @@ from labhop.errors import (
     SlurmError,
     SlurmPendingError,
 )
-from labhop.ssh import Connection
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ import click
 from click.core import ParameterSource
 
 from labhop import __version__, commands, gpus, profiles
+from labhop.connection import Connection
 from labhop.errors import ConfigError, ExitStatus, LabhopError
 from labhop.remote import APPS, parse_env_spec
-from labhop.session import Session, StartRequest, validate_name
-from labhop.ssh import Connection, Target
+from labhop.ssh import Target
 from labhop.ui import UI
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,6 +75,13 @@ def ssh_options(func: F) -> F:
                      help="Remote sshd port (ssh -p)."),
         click.option("-o", "ssh_option", metavar="OPTION", multiple=True,
                      help="Any ssh option, e.g. -o ProxyJump=bastion; repeatable (ssh -o)."),
+        click.option("--no-multiplex", "no_multiplex", is_flag=True, default=None,
+                     help="Do not share one ssh connection: each step logs in itself and the "
+                          "tunnel is an ssh of its own (always so on Windows)."),
+        click.option("--persist", metavar="DURATION", default=None,
+                     help="Keep labhop's connection to HOST open this long after the last "
+                          "labhop for it exits, so later commands ask for no password "
+                          "(at least 30s; default 0: it closes with the last labhop)."),
         click.option("--debug", is_flag=True,
                      help="Log every ssh command and remote answer; show tracebacks."),
     ]
@@ -84,6 +91,13 @@ def ssh_options(func: F) -> F:
 
 
 def make_target(host: str, params: dict[str, Any]) -> Target:
+    """The ssh target, with how to reach it (--no-multiplex, --persist) filled in from
+    the config file where the command line leaves it out."""
+    profile = ProfileView(click.get_current_context(), host)
+    no_multiplex = params.get("no_multiplex")
+    multiplex = (not no_multiplex if no_multiplex is not None
+                 else profile.pick("no_multiplex", "multiplex", True))
+    persist = profile.duration("persist", "persist", params.get("persist") or "0")
     return Target(
         host=host,
         config_file=params.get("config_file"),
@@ -92,6 +106,8 @@ def make_target(host: str, params: dict[str, Any]) -> Target:
         login=params.get("login"),
         port=params.get("ssh_port"),
         options=tuple(params.get("ssh_option") or ()),
+        multiplex=bool(multiplex),
+        persist_s=persist,
     )
 
 
@@ -184,12 +200,14 @@ def start(ctx: click.Context, host: str, env_spec: str | None, app: str, gpu_spe
     no_browser = profile.pick("no_browser", "no_browser", no_browser)
     keep = profile.pick("keep", "keep", keep)
     slurm_opts = profile.pick("slurm_opts", "slurm", slurm_opts)
+    from labhop.session import Session, StartRequest  # noqa: PLC0415 -- keeps `ls` quick
+
     request = StartRequest(
         target=make_target(host, params),
         app=app,
         env=parse_env_spec(env_spec) if env_spec else None,
         root_dir=root_dir,
-        name=validate_name(name) if name else "",
+        name=_valid_name(name),
         port=port,
         open_browser=not no_browser,
         keep=keep,
@@ -243,6 +261,12 @@ class ProfileView:
         return port
 
 
+def _valid_name(name: str) -> str:
+    from labhop.session import validate_name  # noqa: PLC0415 -- keeps `ls` quick
+
+    return validate_name(name) if name else ""
+
+
 def _gpu_spec(text: str, *, slurm: bool) -> str:
     """Check --gpus before connecting; the host's GPUs are checked once connected."""
     if not text:
@@ -256,12 +280,39 @@ def _gpu_spec(text: str, *, slurm: bool) -> str:
 
 
 def _sbatch_args(text: str | None) -> tuple[str, ...] | None:
+    """--slurm's text as sbatch arguments, refusing those that would replace or break the
+    job labhop submits (its script, name, log and the job id it reads back)."""
     if text is None:
         return None
     try:
-        return tuple(shlex.split(text))
+        args = tuple(shlex.split(text))
     except ValueError as exc:
         raise click.BadParameter(f"cannot split {text!r}: {exc}", param_hint="--slurm") from exc
+    log = "labhop keeps the job's log in its state directory (see labhop logs)"
+    # Long name -> (short letter, shortest abbreviation sbatch's getopt_long takes, why).
+    reserved = {
+        "wrap": ("", "wr", "labhop writes the job script itself"),
+        "output": ("o", "ou", log),
+        "error": ("e", "er", log),
+        "open-mode": ("", "op", log),
+        "job-name": ("J", "job-", "labhop names the job labhop-NAME (choose NAME with --name)"),
+        "parsable": ("", "pars", "labhop passes it itself to read the job id"),
+    }
+    for arg in args:
+        if arg.startswith("--"):
+            typed = arg[2:].partition("=")[0]
+            hits = [long for long, (_, shortest, _) in reserved.items()
+                    if typed.startswith(shortest) and long.startswith(typed)]
+        elif arg.startswith("-") and len(arg) > 1:
+            typed = arg[1]
+            hits = [long for long, (short, _, _) in reserved.items() if short == typed]
+        else:
+            continue
+        if hits:
+            option = arg.partition("=")[0] if arg.startswith("--") else arg[:2]
+            shown = option if option == f"--{hits[0]}" else f"{option} (--{hits[0]})"
+            raise ConfigError(f"--slurm cannot take {shown}: {reserved[hits[0]][2]}")
+    return args
 
 
 @cli.command()
@@ -281,10 +332,12 @@ def attach(host: str, name: str, port: int | None, no_browser: bool, start_timeo
     NAME may be left out when only one server runs there. Works from any laptop:
     everything needed is on HOST. Ctrl+C closes the tunnel; the server keeps running.
     """
+    from labhop.session import Session, StartRequest  # noqa: PLC0415 -- keeps `ls` quick
+
     profile = ProfileView(click.get_current_context(), host)
     request = StartRequest(
         target=make_target(host, params),
-        name=validate_name(name) if name else "",
+        name=_valid_name(name),
         port=profile.port(port),
         open_browser=not profile.pick("no_browser", "no_browser", no_browser),
         start_timeout=float(parse_duration(start_timeout) or 1),
@@ -322,7 +375,7 @@ def list_command(host: str, as_json: bool, **params: Any) -> int:
     cleaned up, never shown as running.
     """
     ui = UI()
-    rows, cleaned = commands.list_servers(make_target(host, params))
+    rows, cleaned = commands.list_servers(make_target(host, params), ui=ui)
     if as_json:
         ui.raw(json.dumps([row.as_json() for row in rows], indent=2))
         return ExitStatus.OK
@@ -399,7 +452,7 @@ def gpus_command(host: str, as_json: bool, watch: bool, **params: Any) -> int:
     A host without nvidia-smi or without GPUs exits with status 28.
     """
     ui = UI()
-    with commands.connected(make_target(host, params)) as backend:
+    with commands.connected(make_target(host, params), ui) as backend:
         report = commands.fetch_gpus(backend.conn)
         gpus.require_gpus(report, host)
         if not watch:

@@ -11,26 +11,20 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from labhop import gpus, local, proc, remote, slurm
+from labhop import connection, gpus, proc, remote, slurm
 from labhop.backends import HostBackend, script_failure
+from labhop.connection import Connection
 from labhop.errors import LabhopError, ServerNotFoundError
-from labhop.ssh import Connection, Target
+from labhop.ssh import Target
 from labhop.ui import UI
 
 
 @contextlib.contextmanager
-def connected(target: Target) -> Iterator[HostBackend]:
-    """A master connection for one command; closed (and its directory removed) after."""
-    run_dir = local.make_run_dir()
-    conn = Connection(target, run_dir)
-    try:
-        conn.open()
-        try:
-            yield HostBackend(conn)
-        finally:
-            conn.close()
-    finally:
-        local.remove_run_dir(run_dir)
+def connected(target: Target, ui: UI | None = None) -> Iterator[HostBackend]:
+    """The host backend over the shared connection, for one command (see connection)."""
+    progress = ui.step if ui is not None else (lambda _message: None)
+    with connection.connected(target, progress=progress) as conn:
+        yield HostBackend(conn)
 
 
 @dataclass(frozen=True)
@@ -90,8 +84,8 @@ def row_from_entry(entry: remote.ServerEntry, now: datetime) -> ServerRow:
     )
 
 
-def list_servers(target: Target) -> tuple[list[ServerRow], list[str]]:
-    with connected(target) as backend:
+def list_servers(target: Target, *, ui: UI | None = None) -> tuple[list[ServerRow], list[str]]:
+    with connected(target, ui) as backend:
         entries, cleaned = backend.list()
     now = datetime.now(timezone.utc)
     return [row_from_entry(entry, now) for entry in entries], cleaned
@@ -162,7 +156,7 @@ class Stopped:
 
 
 def stop_servers(target: Target, name: str, *, stop_all: bool, ui: UI) -> list[Stopped]:
-    with connected(target) as backend:
+    with connected(target, ui) as backend:
         if stop_all:
             entries, _ = backend.list()
             if not entries:
@@ -182,8 +176,9 @@ def stop_servers(target: Target, name: str, *, stop_all: bool, ui: UI) -> list[S
 
 
 def show_logs(target: Target, name: str, *, lines: int, follow: bool, ui: UI) -> str:
-    """The log tail as text; with `follow`, stream it to stdout until Ctrl+C."""
-    with connected(target) as backend:
+    """The log tail as text; with `follow`, stream it to stdout until Ctrl+C (or a
+    SIGTERM or hangup: see connection.connected)."""
+    with connected(target, ui) as backend:
         entry_name = name or backend.find().name
         text = backend.logs(entry_name, lines=lines)
         if text is None:
@@ -196,7 +191,7 @@ def show_logs(target: Target, name: str, *, lines: int, follow: bool, ui: UI) ->
             while child.poll() is None:
                 time.sleep(0.2)
         except KeyboardInterrupt:
-            ui.info("")
+            pass  # the way to end --follow; the terminal may be gone (SIGHUP)
         finally:
             proc.release(child, timeout=5)
         return ""

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import webbrowser
 import zlib
@@ -26,12 +25,15 @@ PORT_BASE = 8800
 PORT_SPAN = 1000
 
 
-def make_run_dir() -> Path:
-    """A private (0700) directory for the control socket, ssh's log and the browser file."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if not base or not os.path.isdir(base) or not os.access(base, os.W_OK):
-        base = tempfile.gettempdir()
-    return Path(tempfile.mkdtemp(prefix="labhop-", dir=base))
+def make_run_dir(base: Path | None = None) -> Path:
+    """A private (0700) directory, named at random, for one command's ssh logs and the
+    browser file: in `base` (labhop's own private directory) when there is one."""
+    if base is None:
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
+            base = Path(runtime)
+    return Path(tempfile.mkdtemp(prefix="run-" if base else "labhop-",
+                                 dir=str(base) if base else None))
 
 
 def remove_run_dir(path: Path) -> None:
@@ -59,12 +61,6 @@ def any_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def has_display() -> bool:
-    if sys.platform in ("darwin", "win32"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def write_redirect_file(run_dir: Path, url: str) -> Path:

@@ -1,9 +1,9 @@
 """The one place where labhop starts local processes.
 
 Every child gets an argv list (never a shell string) and is logged at DEBUG. Children
-that must not see the terminal's Ctrl+C (every ssh that talks over the master
-connection) start in their own session, so cleanup can still use them after the
-user pressed Ctrl+C.
+that must not see the terminal's Ctrl+C (every ssh that talks over a master connection)
+start detached from it (`oscompat.detached_kwargs`), so cleanup can still use them after
+the user pressed Ctrl+C.
 """
 
 from __future__ import annotations
@@ -12,11 +12,19 @@ import contextlib
 import logging
 import shlex
 import subprocess
+import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+from labhop import oscompat
+
 _LOGGER = logging.getLogger(__name__)
+
+
+def _session(detached: bool) -> dict[str, object]:
+    return oscompat.detached_kwargs() if detached else {}
 
 
 def run(
@@ -40,7 +48,7 @@ def run(
         log_file = stderr_path.open("a", encoding="utf-8")
         stderr = log_file
     try:
-        result = subprocess.run(
+        result = subprocess.run(  # type: ignore[call-overload]
             list(argv),
             input=input_text,
             stdin=None if input_text is not None or not new_session else subprocess.DEVNULL,
@@ -48,8 +56,8 @@ def run(
             stderr=stderr,
             text=True,
             timeout=timeout,
-            start_new_session=new_session,
             check=False,
+            **_session(new_session),
         )
     finally:
         if log_file is not None:
@@ -59,7 +67,7 @@ def run(
         _LOGGER.debug("stdout:\n%s", result.stdout.rstrip())
     if result.stderr:
         _LOGGER.debug("stderr:\n%s", result.stderr.rstrip())
-    return result
+    return result  # type: ignore[no-any-return]
 
 
 def run_interactive(argv: Sequence[str], *, stderr_path: Path, timeout: float | None = None) -> int:
@@ -85,21 +93,24 @@ def spawn(
     *,
     stdin_text: str = "",
     stdout: int | None = subprocess.DEVNULL,
-    stderr: int | None = subprocess.DEVNULL,
+    stderr: int | IO[str] | None = subprocess.DEVNULL,
+    detached: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[str]:
-    """Start a long-lived child in its own session, its stdin a pipe that we keep open.
+    """Start a long-lived child, its stdin a pipe that we keep open.
 
     The open pipe is the child's lifeline: when labhop exits, however it dies, the pipe
     reaches EOF and the child (or the remote script behind it) knows its owner is gone.
     """
     _LOGGER.debug("spawn: %s", shlex.join(argv))
-    child = subprocess.Popen(
+    child: subprocess.Popen[str] = subprocess.Popen(  # type: ignore[call-overload]
         list(argv),
         stdin=subprocess.PIPE,
         stdout=stdout,
         stderr=stderr,
         text=True,
-        start_new_session=True,
+        pass_fds=tuple(pass_fds),
+        **_session(detached),
     )
     if stdin_text:
         assert child.stdin is not None
@@ -108,10 +119,51 @@ def spawn(
     return child
 
 
+def start_inheriting(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Start `argv` with our stdout and stderr and no stdin (the guard's own child)."""
+    _LOGGER.debug("start: %s", shlex.join(argv))
+    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL)
+
+
+def guard_argv(argv: Sequence[str] = (), *options: str) -> list[str]:
+    """`labhop.guard` around `argv`: it ends `argv` once labhop is gone (see guard)."""
+    return [sys.executable, "-m", "labhop.guard", *options, "--", *argv]
+
+
+def spawn_guarded(argv: Sequence[str], *, stderr_path: Path,
+                  detached: bool = True) -> subprocess.Popen[str]:
+    """Start `argv` under a guard: it ends with labhop, even after a kill -9 of labhop.
+
+    Its stdout is a pipe (see `wait_for_line`); stderr goes to `stderr_path`.
+    """
+    with stderr_path.open("a", encoding="utf-8") as log_file:
+        return spawn(guard_argv(argv), stdout=subprocess.PIPE, stderr=log_file,
+                     detached=detached)
+
+
+def wait_for_line(child: subprocess.Popen[str], wanted: str, *, timeout: float) -> bool:
+    """Read the child's stdout until the line `wanted`; False if it exits or times out."""
+    assert child.stdout is not None
+    stream = child.stdout
+    found = threading.Event()
+
+    def read() -> None:
+        for line in stream:
+            if line.strip() == wanted:
+                found.set()
+                return
+
+    # A thread, not select(): pipes cannot be select()ed on Windows.
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return found.is_set()
+
+
 def release(child: subprocess.Popen[str], *, timeout: float = 5.0) -> None:
     """Close a spawned child's lifeline and wait for it; kill it if it lingers."""
     if child.stdin is not None and not child.stdin.closed:
-        with contextlib.suppress(BrokenPipeError):
+        with contextlib.suppress(BrokenPipeError, OSError):
             child.stdin.close()
     try:
         child.wait(timeout)

@@ -42,6 +42,8 @@ KEYS: dict[str, type] = {
     "gpus": str,
     "slurm": str,
     "queue_timeout": str,
+    "multiplex": bool,
+    "persist": str,
 }
 
 

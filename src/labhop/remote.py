@@ -81,6 +81,7 @@ class LaunchRequest:
 # running any of it: a child that read stdin could otherwise eat the rest of the script.
 _PRELUDE = r"""
 umask 077
+proc_dir=/proc
 out() { printf 'labhop:%s\n' "$*"; }
 fail() {
     code=$1; shift; out "error=$*"; out "exit=$code"
@@ -118,16 +119,47 @@ remote_path() {
     fi
     printf '%s' "$p"
 }
-# True when pid $1 is alive and is (or was started by) the server with id $2.
+# True when pid $1 is alive and proven to be the server with id $2 whose state directory
+# is $3: its environment holds the id or, where that cannot be read (no /proc: macOS,
+# BSD), its start time is the one recorded at launch ($3/start). Without proof, no: a
+# PID reused by another process must never be signalled.
 is_ours() {
     [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
-    [ -r "/proc/$1/stat" ] || return 0
     # A killed server whose parent has not reaped it yet is a zombie: dead, not ours.
-    case $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) in Z*|X*) return 1 ;; esac
-    [ -r "/proc/$1/environ" ] || return 0
-    tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$2"
+    if [ -r "$proc_dir/$1/stat" ]; then
+        case $(sed 's/.*) //' "$proc_dir/$1/stat" 2>/dev/null) in Z*|X*) return 1 ;; esac
+    else
+        case $(ps -o stat= -p "$1" 2>/dev/null) in *Z*) return 1 ;; esac
+    fi
+    if [ -r "$proc_dir/$1/environ" ]; then
+        tr '\0' '\n' < "$proc_dir/$1/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$2"
+        return
+    fi
+    [ -n "${3:-}" ] || return 1
+    started=$(read_file "$3/start")
+    [ -n "$started" ] && [ "$(proc_start "$1")" = "$started" ]
 }
 read_file() { [ -f "$1" ] && cat "$1" 2>/dev/null; }
+# When process $1 started (clock ticks since boot, or ps's start time without /proc):
+# a PID plus its start time names one process, even after the PID is reused.
+proc_start() {
+    if [ -r "$proc_dir/$1/stat" ]; then
+        sed 's/.*) //' "$proc_dir/$1/stat" 2>/dev/null | cut -d' ' -f20
+    else
+        ps -o lstart= -p "$1" 2>/dev/null | tr -s ' ' '_'
+    fi
+}
+# The owner session recorded in $1/owner ("PID START"), if that process still runs.
+live_owner() {
+    set -- $(read_file "$1/owner")
+    [ -n "${1:-}" ] && [ -n "${2:-}" ] && [ "$(proc_start "$1")" = "$2" ] && printf '%s' "$1"
+}
+# End the owner session of state $1: after a network drop its sshd never learns that the
+# connection died, so it would stay on this host for hours.
+end_owner() {
+    p=$(live_owner "$1") || return 0
+    [ "$p" = "$$" ] || kill -TERM "$p" 2>/dev/null
+}
 # For a server that runs as a Slurm job: its squeue line (state|reason|node|time left),
 # empty once the job has ended.
 job_line() { squeue -h -j "$1" -o '%T|%r|%N|%L' 2>/dev/null | head -n 1; }
@@ -185,7 +217,8 @@ activate() {
                 done
             fi
             command -v module >/dev/null 2>&1 || fail 90 "the module command is not available on $(hostname) (no Environment Modules or Lmod found)"
-            old_ifs=$IFS; IFS=,; set -- $env_value; IFS=$old_ifs
+            # Split on commas only: with globbing off, module:'*' stays a literal name.
+            old_ifs=$IFS; IFS=,; set -f; set -- $env_value; set +f; IFS=$old_ifs
             module load "$@" 2>"$state/activate.err" \
                 || fail 90 "module load $* failed on $(hostname): $(activate_err)"
             env_prefix= ;;
@@ -252,7 +285,7 @@ main() {
     if is_slurm "$state" && [ -n "$(job_line "$(read_file "$state/jobid")")" ]; then
         fail 93 "'$name' runs as Slurm job $(read_file "$state/jobid"); use labhop attach for it, or pick another --name"
     fi
-    if [ -f "$state/pid" ] && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")"; then
+    if [ -f "$state/pid" ] && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")" "$state"; then
         out "existing=1"
         report "$state"
         exit 0
@@ -272,7 +305,7 @@ main() {
     fi
     set -- "$exe_path" --no-browser
     if [ "$cfg" = NotebookApp ]; then set -- "$@" "--NotebookApp.notebook_dir=$root"
-    else set -- "$@" "--ServerApp.root_dir=$root" --ServerApp.no_browser_open_file=True; fi
+    else set -- "$@" "--ServerApp.root_dir=$root"; fi
     if [ "$transport" = unix ]; then
         set -- "$@" "--$cfg.sock=$sock" "--$cfg.sock_mode=0600"
         endpoint=unix:$sock
@@ -302,12 +335,16 @@ main() {
         nohup "$@" </dev/null >>"$state/log" 2>&1 &
     fi
     pid=$!
+    # Our own child, not yet reaped, so the PID is surely it: record when it started
+    # (exec keeps that), the proof is_ours needs where /proc cannot tell. Before the pid
+    # file, so whoever sees the pid sees its start too.
+    proc_start "$pid" > "$state/start"
     printf '%s\n' "$pid" > "$state/pid"
     cleanup_dir=
     # Until setsid has exec'd Jupyter, /proc/PID/environ still shows this shell's
     # environment; wait for it so the next step recognises the server as ours.
     n=0
-    while ! is_ours "$pid" "$server_id" && kill -0 "$pid" 2>/dev/null && [ "$n" -lt 25 ]; do
+    while ! is_ours "$pid" "$server_id" "$state" && kill -0 "$pid" 2>/dev/null && [ "$n" -lt 25 ]; do
         nap; n=$((n + 1))
     done
     out "existing=0"
@@ -327,7 +364,7 @@ main() {
     [ -d "$state" ] || { out "known=0"; exit 0; }
     out "known=1"
     pid=$(read_file "$state/pid")
-    if is_ours "$pid" "$(read_file "$state/id")"; then out "alive=1"; else out "alive=0"; fi
+    if is_ours "$pid" "$(read_file "$state/id")" "$state"; then out "alive=1"; else out "alive=0"; fi
     endpoint=$(read_file "$state/endpoint")
     case $endpoint in
         unix:*) if [ -S "${endpoint#unix:}" ]; then out "listening=1"; else out "listening=0"; fi ;;
@@ -340,8 +377,8 @@ _STOP_BODY = r"""
 sweep() {
     # Kernels and their children carry the server id in their environment; end any
     # that outlived the server (a kernel's own children are not covered by Jupyter).
-    for d in /proc/[0-9]*; do
-        p=${d#/proc/}
+    for d in "$proc_dir"/[0-9]*; do
+        p=${d#"$proc_dir"/}
         [ "$p" = "$$" ] && continue
         [ -r "$d/environ" ] || continue
         tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$id" \
@@ -350,7 +387,7 @@ sweep() {
 }
 wait_gone() {
     n=0
-    while is_ours "$pid" "$id"; do
+    while is_ours "$pid" "$id" "$state"; do
         [ "$n" -ge "$1" ] && return 1
         nap; n=$((n + 1))
     done
@@ -369,7 +406,11 @@ stop_job() {
     else
         out "was_running=0"
     fi
-    if [ "$keep_log" = 1 ]; then rm -f "$state/token" "$state/pid"; else rm -rf "$state"; fi
+    end_owner "$state"
+    # The job removes its runtime dir (with the cookie secret) on its node as it ends;
+    # this catches a job killed before it could, where that node shares this /tmp.
+    [ -n "$id" ] && rm -rf "/tmp/labhop-$(id -u)/$id.rt"
+    if [ "$keep_log" = 1 ]; then rm -f "$state/token" "$state/pid" "$state/start"; else rm -rf "$state"; fi
     out "stopped=1"
     exit 0
 }
@@ -388,7 +429,7 @@ main() {
     is_slurm "$state" && stop_job
     out "known=1"
     pid=$(read_file "$state/pid")
-    if is_ours "$pid" "$id"; then
+    if is_ours "$pid" "$id" "$state"; then
         out "was_running=1"
         # The laptop asked Jupyter to shut down through /api/shutdown already when it
         # could; give that a moment, then SIGTERM (Jupyter's clean path), then SIGKILL.
@@ -402,16 +443,17 @@ main() {
     else
         out "was_running=0"
     fi
-    if [ -r /proc/self/environ ] && [ -n "$id" ]; then
+    if [ -r "$proc_dir/self/environ" ] && [ -n "$id" ]; then
         sweep TERM
         nap
         sweep KILL
     fi
+    end_owner "$state"
     endpoint=$(read_file "$state/endpoint")
     case $endpoint in unix:*) rm -f "${endpoint#unix:}" ;; esac
     [ -n "$id" ] && rm -rf "/tmp/labhop-$(id -u)/$id.rt"
     if [ "$keep_log" = 1 ]; then
-        rm -f "$state/token" "$state/pid"
+        rm -f "$state/token" "$state/pid" "$state/start"
     else
         rm -rf "$state"
     fi
@@ -424,7 +466,7 @@ _LIST_BODY = r"""
 count_kernels() {
     # Kernels are the server's children that carry its id in their environment.
     n=0
-    for d in /proc/[0-9]*; do
+    for d in "$proc_dir"/[0-9]*; do
         [ -r "$d/environ" ] || continue
         [ "$(cut -d' ' -f4 "$d/stat" 2>/dev/null)" = "$1" ] || continue
         tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$2" && n=$((n + 1))
@@ -439,7 +481,7 @@ describe() {
         job=$(job_line "$(read_file "$state/jobid")")
         alive=$([ -n "$job" ] && echo 1)
     else
-        alive=$(is_ours "$pid" "$id" && echo 1)
+        alive=$(is_ours "$pid" "$id" "$state" && echo 1)
     fi
     if [ -z "$alive" ]; then
         # Died, culled for idleness, or the host rebooted: never show it as running.
@@ -454,8 +496,7 @@ describe() {
     out "endpoint=$(read_file "$state/endpoint")"
     out "node=$(read_file "$state/node")"
     out "root=$(read_file "$state/root")"
-    owner=$(read_file "$state/owner")
-    if [ -n "$owner" ] && kill -0 "$owner" 2>/dev/null; then
+    if live_owner "$state" >/dev/null; then
         out "owner=$(read_file "$state/owner-client")"
     else
         out "owner="
@@ -463,7 +504,7 @@ describe() {
     if [ -n "$job" ]; then
         out "jobid=$(read_file "$state/jobid")"
         out "job=$job"
-    elif [ "$with_kernels" = 1 ] && [ -r /proc/self/environ ]; then
+    elif [ "$with_kernels" = 1 ] && [ -r "$proc_dir/self/environ" ]; then
         out "kernels=$(count_kernels "$pid" "$id")"
     fi
     [ "$with_token" = 1 ] && out "token=$(read_file "$state/token")"
@@ -485,12 +526,16 @@ _OWNER_BODY = r"""
 main() {
     state=$(state_root)/$name
     [ -d "$state" ] || exit 0
-    printf '%s\n' "$$" > "$state/owner"
+    # The session this one replaces (a reconnect after a network drop) is still here.
+    end_owner "$state"
+    me="$$ $(proc_start $$)"
+    printf '%s\n' "$me" > "$state/owner"
     printf '%s\n' "$client" > "$state/owner-client"
     out "owner=$$"
-    # Held open by the labhop that owns the server: EOF means it has gone.
-    cat >/dev/null
-    [ "$(read_file "$state/owner")" = "$$" ] && rm -f "$state/owner" "$state/owner-client"
+    # Held open by the labhop that owns the server: EOF means it has gone. `read` is a
+    # builtin, so this session is one process, and ending it (end_owner) ends it all.
+    while IFS= read -r _line; do :; done
+    [ "$(read_file "$state/owner")" = "$me" ] && rm -f "$state/owner" "$state/owner-client"
 }
 """
 
@@ -502,7 +547,7 @@ main() {
         tail -n "$lines" -f "$state/log" &
         t=$!
         # labhop holds stdin open while it follows; EOF (labhop gone) ends the tail too.
-        cat >/dev/null
+        while IFS= read -r _line; do :; done
         kill "$t" 2>/dev/null
     else
         tail -n "$lines" "$state/log"
@@ -712,7 +757,7 @@ main() {
         || fail 93 "cannot find a free port on $(hostname) (no python next to jupyter-$app?)"
     set -- "$exe_path" --no-browser
     if [ "$cfg" = NotebookApp ]; then set -- "$@" "--NotebookApp.notebook_dir=$root"
-    else set -- "$@" "--ServerApp.root_dir=$root" --ServerApp.no_browser_open_file=True; fi
+    else set -- "$@" "--ServerApp.root_dir=$root"; fi
     set -- "$@" "--$cfg.ip=$addr" "--$cfg.port=$port" "--$cfg.port_retries=0"
     if [ "$idle_timeout" -gt 0 ]; then
         set -- "$@" "--$cfg.shutdown_no_activity_timeout=$idle_timeout" \
@@ -726,11 +771,25 @@ main() {
     export JUPYTER_TOKEN LABHOP_SERVER_ID JUPYTER_RUNTIME_DIR
     printf '%s\n' "$root" > "$state/root"
     hostname > "$state/node"
-    printf '%s\n' "$$" > "$state/pid"
-    printf '%s\n' "tcp:$addr:$port" > "$state/endpoint"
     cd "$root" || fail 92 "cannot enter $root on $(hostname)"
-    # exec: Jupyter keeps this PID, so scancel's SIGTERM (Jupyter's clean stop) reaches it.
-    exec "$@" </dev/null
+    # Jupyter runs as this shell's child, not in its place, so that the shell can remove
+    # its runtime dir (cookie secret, connection files) from this node's /tmp once it
+    # ends: `labhop stop` runs on the login node and cannot reach it. Slurm's SIGTERM
+    # (scancel, walltime) goes to every process of the job; the trap passes it on too.
+    jpid=
+    trap 'if [ -n "$jpid" ]; then kill -TERM "$jpid" 2>/dev/null; else exit 143; fi' TERM INT HUP
+    "$@" </dev/null &
+    jpid=$!
+    proc_start "$jpid" > "$state/start"
+    printf '%s\n' "$jpid" > "$state/pid"
+    printf '%s\n' "tcp:$addr:$port" > "$state/endpoint"
+    while :; do
+        rc=0; wait "$jpid" || rc=$?
+        # A trapped signal cuts wait short (status > 128) while Jupyter is still stopping.
+        [ "$rc" -gt 128 ] && kill -0 "$jpid" 2>/dev/null || break
+    done
+    rm -rf "$JUPYTER_RUNTIME_DIR"
+    exit "$rc"
 }
 """
 
@@ -748,7 +807,7 @@ main() {
         esac
     fi
     if ! is_slurm "$state" && [ -f "$state/pid" ] \
-            && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")"; then
+            && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")" "$state"; then
         fail 93 "'$name' already runs on $(hostname) itself, not as a job; use labhop attach for it, or pick another --name"
     fi
     command -v sbatch >/dev/null 2>&1 \

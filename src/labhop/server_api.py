@@ -36,15 +36,5 @@ def probe(port: int, token: str, timeout: float = 5.0) -> str:
     return "ok" if code == 200 else "no"
 
 
-def shutdown(port: int, token: str, timeout: float = 5.0) -> bool:
-    """`POST /api/shutdown`: Jupyter shuts its kernels down, then exits cleanly."""
-    try:
-        code, _ = _request(port, token, "POST", "/api/shutdown", timeout)
-    except (OSError, http.client.HTTPException) as exc:
-        _LOGGER.debug("shutdown via 127.0.0.1:%s: %s", port, exc)
-        return False
-    return code == 200
-
-
 def app_path(app: str) -> str:
     return {"lab": "/lab", "notebook": "/tree", "server": "/"}[app]

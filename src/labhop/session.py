@@ -12,18 +12,16 @@ import getpass
 import logging
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from types import FrameType
 
-from labhop import __version__, commands, gpus, local, proc, remote, server_api, slurm
+from labhop import __version__, commands, gpus, local, oscompat, proc, remote, server_api, slurm
 from labhop.backends import HostBackend, Server, SlurmBackend, server_from_entry
+from labhop.connection import Connection, Interrupted, InterruptPolicy, connected
 from labhop.errors import (
     ExitStatus,
     LabhopError,
@@ -33,7 +31,7 @@ from labhop.errors import (
     SSHError,
     StartTimeoutError,
 )
-from labhop.ssh import Connection, Target
+from labhop.ssh import Target, Tunnel
 from labhop.ui import UI
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,14 +46,6 @@ RECONNECT_BACKOFF_S = (1, 2, 3, 5)
 # How often a running session looks at the server (or Slurm job) behind the tunnel.
 SERVER_CHECK_S = 15.0
 WALLTIME_WARNING_S = 600
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl+C, SIGTERM or SIGHUP: stop what we are doing and clean up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -92,41 +82,6 @@ def validate_name(name: str) -> str:
     return name
 
 
-class InterruptPolicy:
-    """Turns Ctrl+C, SIGTERM and SIGHUP into `Interrupted`, once.
-
-    The first signal interrupts whatever runs. While labhop then cleans up, one more only
-    says it is busy, and a third gives up on the cleanup (the server is left running and
-    labhop says how to stop it). A terminal's Ctrl+C often arrives twice in quick
-    succession; it must never turn into a traceback or a half-done cleanup.
-    """
-
-    def __init__(self, ui: UI) -> None:
-        self.ui = ui
-        self.interrupted = False
-        self.extra = 0
-
-    def handler(self, signum: int, _frame: FrameType | None) -> None:
-        if not self.interrupted:
-            self.interrupted = True
-            raise Interrupted(signum)
-        self.extra += 1
-        if self.extra == 1:
-            self.ui.warn("still cleaning up; press Ctrl+C again to leave the server running")
-            return
-        raise Interrupted(signum)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
-        previous = {signum: signal.signal(signum, self.handler) for signum in wanted}
-        try:
-            yield
-        finally:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
-
-
 class Session:
     """One run of `labhop HOST`: owns the master connection and the forward."""
 
@@ -134,8 +89,8 @@ class Session:
         self.request = request
         self.ui = ui
         self.attach_only = attach_only
-        self.run_dir: Path | None = None
         self.conn: Connection | None = None
+        self.tunnel: Tunnel | None = None
         self.backend: HostBackend | None = None
         self.server: Server | None = None
         self.local_port: int | None = None
@@ -143,7 +98,6 @@ class Session:
         self.owns_server = False
         # The id of a launch whose answer has not arrived yet (see _stop_or_detach).
         self.pending_id = ""
-        self.watchdog: subprocess.Popen[str] | None = None
         self.walltime_warned = False
         self.ownership: subprocess.Popen[str] | None = None
         # --gpus resolved against the host's GPUs (and the report it came from).
@@ -151,10 +105,12 @@ class Session:
 
     # -- the whole run ----------------------------------------------------------------
     def run(self) -> int:
-        self.run_dir = local.make_run_dir()
-        policy = InterruptPolicy(self.ui)
+        policy = InterruptPolicy(on_busy=lambda: self.ui.warn(
+            "still cleaning up; press Ctrl+C again to leave the server running"))
+        request = self.request
         try:
-            with policy.installed():
+            with connected(request.target, progress=self.ui.step, policy=policy) as conn:
+                self.conn = conn
                 try:
                     self._start()
                     self._announce()
@@ -168,19 +124,12 @@ class Session:
                 self._cleanup(note="" if was_ready else
                               "interrupted before the server was ready")
                 return ExitStatus.OK if was_ready else ExitStatus.INTERRUPTED
-        finally:
-            if self.watchdog is not None:
-                proc.release(self.watchdog)
-            local.remove_run_dir(self.run_dir)
+        except Interrupted:
+            # While connecting (at a password prompt, say): nothing was started yet.
+            return ExitStatus.INTERRUPTED
 
     def _start(self) -> None:
-        assert self.run_dir is not None
-        request = self.request
-        self.conn = Connection(request.target, self.run_dir)
-        self.ui.step(f"connecting to {self.conn.describe()}")
-        self.conn.open()
-        self.watchdog = self.conn.start_watchdog(self.run_dir)
-        self.backend = self._backend(self.conn)
+        self.backend = self._backend(self._conn())
         self.server = self._attach() if self.attach_only else self._launch("unix")
         self._forward()
         self._wait_ready()
@@ -299,35 +248,50 @@ class Session:
         }
 
     def _forward(self) -> None:
-        assert self.conn is not None and self.server is not None
-        if self.local_port is not None:
-            self.conn.forward(self.local_port, self.server.forward_target())
-            return
+        """Open the tunnel: on the port it had before (a reconnect), on --port, or on the
+        host's stable default port, else on a free one."""
+        assert self.server is not None
+        remote_end = self.server.forward_target()
         explicit = self.request.port
-        if explicit is not None:
+        if self.local_port is None and explicit is not None:
             if not local.port_is_free(explicit):
                 raise LocalPortError(
                     f"local port {explicit} is already in use; pick another --port or leave "
                     "it out to get a free one"
                 )
-            self.conn.forward(explicit, self.server.forward_target())
+            self.tunnel = self._conn().transport.open_tunnel(explicit, remote_end)
             self.local_port = explicit
             return
-        preferred = local.preferred_port(self.request.target.host)
-        port = preferred
+        wanted = self.local_port or local.preferred_port(self.request.target.host)
+        port = wanted
         for attempt in range(5):
             if attempt or not local.port_is_free(port):
                 port = local.any_free_port()
             try:
-                self.conn.forward(port, self.server.forward_target())
+                self.tunnel = self._conn().transport.open_tunnel(port, remote_end)
             except LocalPortError:
                 continue
-            if port != preferred:
-                self.ui.info(f"local port {preferred} is busy; using {port} instead")
+            moved = self.local_port is not None and port != wanted
+            if port != wanted and not moved:
+                self.ui.info(f"local port {wanted} is busy; using {port} instead")
             self.local_port = port
+            if moved:
+                # Someone else took the port while the connection was down: the old URL
+                # now leads to them, so the token never goes there again.
+                self.ui.warn(f"local port {wanted} was taken while the connection was down; "
+                             f"moved to {port}: {self.url()}")
             return
         raise LocalPortError("could not find a free local port for the tunnel; retry, or "
                              "pass --port N")
+
+    def _close_tunnel(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+
+    def _holds_tunnel(self) -> bool:
+        """Whether our own ssh listens on the local port right now (see ssh.Tunnel)."""
+        return self.tunnel is not None and self.tunnel.holds()
 
     def _wait_ready(self) -> None:
         assert self.server is not None and self.backend is not None
@@ -340,6 +304,9 @@ class Session:
         with self.ui.spinner(f"waiting for {label} to answer"):
             while True:
                 now = time.monotonic()
+                if not self._holds_tunnel():
+                    raise SSHError(f"lost the connection to {self.request.target.host} while "
+                                   f"{label} was starting; check the network and retry")
                 result = server_api.probe(self._port(), self._token(), timeout=5)
                 if result == "ok":
                     break
@@ -383,7 +350,7 @@ class Session:
         assert self.server is not None and self.backend is not None
         self.ui.warn(f"{self.request.target.host}'s sshd refuses Unix-socket forwarding "
                      "(AllowStreamLocalForwarding); using TCP on its loopback instead")
-        self._conn().cancel_forward(self._port(), self.server.forward_target())
+        self._close_tunnel()
         self.backend.stop(self.server.name, grace_s=0)
         self.server = self._launch("tcp")
         self._forward()
@@ -404,14 +371,14 @@ class Session:
         return f"http://127.0.0.1:{self._port()}{path}?token={self.server.token}"
 
     def _announce(self) -> None:
-        assert self.run_dir is not None and self.server is not None
+        assert self.server is not None
         label = APP_LABELS[self.request.app]
         self.ui.done(f"{label} is ready on {self.request.target.host} "
                      f"(server '{self.server.name}', pid {self.server.pid})")
         self.ui.result(self.url())
         if self.request.open_browser:
-            if local.has_display():
-                page = local.write_redirect_file(self.run_dir, self.url())
+            if oscompat.has_display():
+                page = local.write_redirect_file(self._run_dir(), self.url())
                 if not local.open_browser(page):
                     self.ui.info("could not open a browser; open the URL above yourself")
             else:
@@ -430,7 +397,7 @@ class Session:
         while True:
             time.sleep(LIVENESS_CHECK_S)
             try:
-                if not self._conn().is_alive():
+                if not self._holds_tunnel() or not self._conn().is_alive():
                     self._reconnect()
                 if time.monotonic() >= next_server_check:
                     next_server_check = time.monotonic() + SERVER_CHECK_S
@@ -442,7 +409,7 @@ class Session:
                 # A check that was under way when the network dropped fails once the
                 # master gives up; that is a lost connection, not a reason to quit.
                 _LOGGER.debug("check failed: %s", exc)
-                if not self._conn().is_alive():
+                if not self._holds_tunnel() or not self._conn().is_alive():
                     self._reconnect()
 
     def _check_server_alive(self) -> None:
@@ -490,13 +457,14 @@ class Session:
         host = self.request.target.host
         self.ui.warn(f"lost the connection to {host}; the server keeps running there. "
                      "Reconnecting…")
+        self._close_tunnel()
         attempt = 0
         while True:
             delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
             attempt += 1
             self._countdown(delay, attempt)
             try:
-                self._conn().open()
+                self._conn().reopen()
                 status = self.backend.status(self.server.name)
             except SSHError as exc:
                 self.ui.warn(f"reconnect attempt {attempt} failed: {exc}")
@@ -507,7 +475,11 @@ class Session:
                     "the last lines of its log:",
                     details=self._log_tail(),
                 )
-            self._forward()
+            try:
+                self._forward()
+            except SSHError as exc:
+                self.ui.warn(f"reconnect attempt {attempt} failed: {exc}")
+                continue
             self._hold_ownership()
             self.ui.done(f"reconnected; {self.url()} works again")
             return
@@ -527,15 +499,13 @@ class Session:
         try:
             if note:
                 self.ui.warn(note)
+            self._close_tunnel()
             if self.ownership is not None:
                 proc.release(self.ownership, timeout=2)
             self._stop_or_detach()
         except Interrupted:
             self.ui.warn("left the server running; stop it later with: "
                          f"labhop stop {self.request.target.host} {self._name()}")
-        finally:
-            if self.conn is not None:
-                self.conn.close()
 
     def _stop_or_detach(self) -> None:
         if self.backend is None:
@@ -554,16 +524,14 @@ class Session:
         self._stop_by_name()
 
     def _stop_by_name(self, *, expect_id: str = "") -> None:
+        """Stop through the connection, never through the local port: SIGTERM is
+        Jupyter's own clean shutdown (kernels shut down, files removed), and a port that
+        our ssh no longer holds may lead to someone else."""
         assert self.backend is not None
         name = self._name()
         with self.ui.spinner(f"stopping '{name}'"):
-            asked = (self.server is not None and self.local_port is not None
-                     and server_api.shutdown(self.local_port, self.server.token, timeout=5))
             try:
-                # If Jupyter accepted /api/shutdown, give it time to finish on its own;
-                # otherwise go straight to SIGTERM, its other clean path.
-                output = self.backend.stop(name, expect_id=expect_id,
-                                           grace_s=5.0 if asked else 0.0)
+                output = self.backend.stop(name, expect_id=expect_id, grace_s=0)
             except LabhopError as exc:
                 self.ui.warn(f"could not confirm that '{name}' stopped: {exc}")
                 return
@@ -579,6 +547,10 @@ class Session:
     def _conn(self) -> Connection:
         assert self.conn is not None
         return self.conn
+
+    def _run_dir(self) -> Path:
+        assert self.conn is not None and self.conn.run_dir is not None
+        return self.conn.run_dir
 
     def _port(self) -> int:
         assert self.local_port is not None

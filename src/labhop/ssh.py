@@ -1,12 +1,17 @@
-"""Drives the system OpenSSH client: one master connection, scripts over it, forwards.
+"""Drives the system OpenSSH client: master connections, scripts, tunnels, failures.
 
-This module builds ssh argv and runs it; it never composes remote shell text
-(that is `remote`'s job) and knows nothing about Jupyter.
+Two transports carry every step: a client of a ControlMaster (`MuxTransport`), or, where
+OpenSSH has no multiplexing (Windows, --no-multiplex), an ssh of its own per step
+(`DirectTransport`). Which master to use, and for how long, is `connection`'s job. This
+module builds ssh argv and runs it; it never composes remote shell text (that is
+`remote`'s job) and knows nothing about Jupyter.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -56,6 +61,10 @@ class Target:
     login: str | None = None
     port: int | None = None
     options: tuple[str, ...] = ()
+    # How labhop reaches it: one shared ControlMaster (never on Windows), kept open this
+    # many seconds after the last labhop for it exits (--no-multiplex, --persist).
+    multiplex: bool = True
+    persist_s: int = 0
 
     def user_args(self) -> list[str]:
         """The pass-through options in ssh's own syntax (they win over ssh_config)."""
@@ -83,6 +92,11 @@ class Resolved:
     user: str
     port: int
     settings: dict[str, str] = field(default_factory=dict)
+    text: str = ""
+
+    def key(self) -> str:
+        """Names the connection: every labhop whose `ssh -G` says the same shares it."""
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         port = "" if self.port == 22 else f":{self.port}"
@@ -111,6 +125,7 @@ def parse_ssh_g(text: str) -> Resolved:
         user=settings.get("user", ""),
         port=int(settings.get("port", "22") or 22),
         settings=settings,
+        text=text,
     )
 
 
@@ -212,143 +227,274 @@ def _keygen_hint(stderr: str, host: str) -> str:
     return match.group(1) if match else f"ssh-keygen -R {host}"
 
 
-class Connection:
-    """One ControlMaster connection; every later step is a cheap mux client over it.
+# What the tunnel's LocalCommand prints once ssh listens on the local port: the one proof
+# that *our* ssh holds that port (it runs only after every -L was bound; with
+# ExitOnForwardFailure a port someone else holds ends ssh instead).
+TUNNEL_READY = "labhop:tunnel-ready"
+# labhop's own master ends this long after its last user is gone, if nothing else ended it
+# (every labhop that used it was killed outright, watchdogs included).
+MASTER_SAFETY_PERSIST_S = 30
 
-    The master is started with `-f`: it asks its prompts on the terminal, then detaches
-    into its own session, so a terminal Ctrl+C reaches labhop but not the connection that
-    labhop still needs to stop the server.
+
+def resolve(target: Target, ssh: str) -> Resolved:
+    """Ask `ssh -G` what it will do for `target`; also catches a bad config file early."""
+    # -T: `ssh -G` with no terminal on stdin otherwise warns about the pseudo-terminal.
+    result = proc.run([ssh, "-T", "-G", *target.user_args(), "--", target.host],
+                      timeout=30, log_output=False)
+    if result.returncode != 0:
+        raise classify_failure(result.stderr, host=target.host, who=target.host)
+    return parse_ssh_g(result.stdout)
+
+
+def control_argv(ssh: str, control_path: Path | str, command: str, host: str) -> list[str]:
+    """`ssh -O COMMAND`: talks only to the master, so it reads no ssh config at all (a
+    config deleted since, or one with LocalForward lines, must not change what it does)."""
+    return [ssh, "-F", os.devnull, "-S", str(control_path), "-O", command, "--", host]
+
+
+def master_alive(ssh: str, control_path: Path | str, host: str) -> bool:
+    if not os.path.exists(control_path):
+        return False
+    return proc.run(control_argv(ssh, control_path, "check", host), timeout=15).returncode == 0
+
+
+def open_master(target: Target, resolved: Resolved, ssh: str, *, control_path: Path,
+                log_path: Path, persist_s: int) -> None:
+    """Start a ControlMaster; its prompts (password, 2FA, host key) reach the terminal.
+
+    `-f`: once logged in it detaches into its own session, so a terminal's Ctrl+C reaches
+    labhop but not the connection that labhop still needs to stop the server.
+    """
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    # A master killed without cleanup leaves its socket behind, and a new master would
+    # then run without multiplexing.
+    control_path.unlink(missing_ok=True)
+    argv = [
+        ssh, "-M", "-N", "-f",
+        "-S", str(control_path),
+        "-o", f"ControlPersist={max(persist_s, MASTER_SAFETY_PERSIST_S)}s",
+        # Forwards from ssh_config (e.g. the LocalForward 8888 of a manual Jupyter routine)
+        # are not ours to open, and one already in use would fail the master.
+        "-o", "ClearAllForwardings=yes",
+        *target.user_args(),
+        *default_options(resolved),
+        "--", target.host,
+    ]
+    returncode = proc.run_interactive(argv, stderr_path=log_path)
+    if returncode != 0 or not master_alive(ssh, control_path, target.host):
+        stderr = log_path.read_text(encoding="utf-8", errors="replace")
+        raise classify_failure(stderr, host=target.host, who=describe(target, resolved))
+
+
+def describe(target: Target, resolved: Resolved) -> str:
+    if resolved.hostname == target.host:
+        return resolved.describe()
+    return f"{target.host} ({resolved.describe()})"
+
+
+class Tunnel:
+    """One `-L 127.0.0.1:PORT:REMOTE` forward of labhop's, and the guard that removes it
+    when labhop is gone, however labhop died (see `labhop.guard`).
+
+    The token goes to `local_port` only while `holds()` is true: while labhop's own ssh
+    listens there, no other program can.
     """
 
-    def __init__(self, target: Target, control_dir: Path) -> None:
-        self.target = target
-        self.control_path = control_dir / "cm"
-        self.log_path = control_dir / "ssh.log"
-        self._ssh = ssh_binary()
-        self._resolved: Resolved | None = None
+    def __init__(self, guard: subprocess.Popen[str], local_port: int, remote: str) -> None:
+        self.guard = guard
+        self.local_port = local_port
+        self.remote = remote
 
-    # -- configuration -------------------------------------------------------------
-    def resolve(self) -> Resolved:
-        """Ask `ssh -G` what it will do; also catches a bad config file early."""
-        if self._resolved is None:
-            result = proc.run([self._ssh, "-G", *self.target.user_args(), "--",
-                               self.target.host], timeout=30, log_output=False)
-            if result.returncode != 0:
-                raise classify_failure(result.stderr, host=self.target.host,
-                                       who=self.target.host)
-            self._resolved = parse_ssh_g(result.stdout)
-        return self._resolved
-
-    def describe(self) -> str:
-        resolved = self.resolve()
-        if resolved.hostname == self.target.host:
-            return resolved.describe()
-        return f"{self.target.host} ({resolved.describe()})"
-
-    def _client_argv(self, *extra: str) -> list[str]:
-        # BatchMode: a mux client must never prompt (it has no terminal); if the master
-        # is gone it fails fast instead of hanging on a password prompt. The user's
-        # LocalForward/RemoteCommand lines are for their own sessions, not for ours.
-        return [self._ssh, "-S", str(self.control_path), "-o", "ControlMaster=no",
-                "-o", "BatchMode=yes",
-                "-o", "ClearAllForwardings=yes", "-o", "RemoteCommand=none",
-                *self.target.user_args(), *extra, "--", self.target.host]
-
-    def _control_argv(self, command: str, *extra: str) -> list[str]:
-        """`ssh -O COMMAND`: talks only to the master, so it reads no ssh config at all:
-        a config's LocalForward lines would otherwise be requested again with every
-        `-O forward`, and a config file deleted since would make `-O exit` fail."""
-        return [self._ssh, "-F", "/dev/null", "-S", str(self.control_path), "-O", command,
-                *extra, "--", self.target.host]
-
-    # -- the master ----------------------------------------------------------------
-    def open(self) -> None:
-        """Start the master connection; prompts (password, 2FA, host key) reach the tty."""
-        resolved = self.resolve()
-        self.log_path.write_text("", encoding="utf-8")
-        # A master killed without cleanup leaves its socket behind, and a new master
-        # would then run without multiplexing.
-        self.control_path.unlink(missing_ok=True)
-        argv = [
-            self._ssh, "-M", "-N", "-f",
-            "-S", str(self.control_path),
-            "-o", "ControlPersist=no",
-            # Forwards from ssh_config (e.g. the LocalForward 8888 of a manual Jupyter
-            # routine) are not ours to open, and one already in use would fail the master.
-            "-o", "ClearAllForwardings=yes",
-            *self.target.user_args(),
-            *default_options(resolved),
-            "--", self.target.host,
-        ]
-        returncode = proc.run_interactive(argv, stderr_path=self.log_path)
-        if returncode != 0 or not self.is_alive():
-            stderr = self.log_path.read_text(encoding="utf-8", errors="replace")
-            raise classify_failure(stderr, host=self.target.host, who=self.describe())
-
-    def is_alive(self) -> bool:
-        if not self.control_path.exists():
-            return False
-        result = proc.run(self._control_argv("check"), timeout=15)
-        return result.returncode == 0
+    def holds(self) -> bool:
+        raise NotImplementedError
 
     def close(self) -> None:
-        """Stop the master (and with it every forward). Safe to call when it is gone."""
-        if self.control_path.exists():
-            proc.run(self._control_argv("exit"), timeout=15)
+        proc.release(self.guard, timeout=15)
 
-    # -- steps over the master -------------------------------------------------------
+
+class ChildTunnel(Tunnel):
+    """A supervised `ssh -N -L` child (the guard runs it): it holds the port while it runs."""
+
+    def holds(self) -> bool:
+        return self.guard.poll() is None
+
+
+class MasterForward(Tunnel):
+    """A forward the master holds (`ssh -O forward`); its guard cancels exactly it.
+
+    It holds the port while the master that took it is alive: a master that died gave the
+    port up, and a new master at the same control path (another labhop's) never took it.
+    """
+
+    def __init__(self, guard: subprocess.Popen[str], local_port: int, remote: str, *,
+                 ssh: str, control_path: str, host: str, master_pid: int) -> None:
+        super().__init__(guard, local_port, remote)
+        self._check = control_argv(ssh, control_path, "check", host)
+        self.master_pid = master_pid
+
+    def holds(self) -> bool:
+        return self.guard.poll() is None and master_pid(self._check) == self.master_pid
+
+
+def master_pid(check_argv: list[str]) -> int:
+    """The PID `ssh -O check` reports ("Master running (pid=N)"), 0 if none answers."""
+    result = proc.run(check_argv, timeout=15)
+    match = re.search(r"pid=(\d+)", result.stderr)
+    return int(match.group(1)) if result.returncode == 0 and match else 0
+
+
+class Transport:
+    """How each step reaches the host. Knows ssh flags, never shell syntax or Jupyter."""
+
+    multiplexed = False
+
+    def __init__(self, target: Target, resolved: Resolved, ssh: str, log_dir: Path) -> None:
+        self.target = target
+        self.resolved = resolved
+        self.ssh = ssh
+        self.log_dir = log_dir
+
+    def describe(self) -> str:
+        return describe(self.target, self.resolved)
+
+    def is_alive(self) -> bool:
+        raise NotImplementedError
+
+    def step_argv(self, *extra: str) -> list[str]:
+        raise NotImplementedError
+
+    def _failure(self, stderr: str) -> SSHError | ConfigError:
+        return classify_failure(stderr, host=self.target.host, who=self.describe())
+
     def run_script(self, script: str, *, login: bool = False,
                    timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a POSIX sh script on the remote, sent on stdin. Returns the raw result.
 
         `login` runs it in the user's login environment (PATH, modules, conda), which
-        only the launch needs; other steps skip the cost of the login files.
+        only steps that start or look for programs need.
         """
         command = REMOTE_LOGIN_BOOTSTRAP if login else REMOTE_PLAIN_BOOTSTRAP
-        argv = [*self._client_argv("-T"), command]
+        argv = [*self.step_argv("-T"), command]
         try:
-            result = proc.run(argv, input_text=script, timeout=timeout)
+            # A step of its own may ask for a password, on the terminal; a mux client never
+            # asks, so it runs out of reach of the terminal's Ctrl+C.
+            result = proc.run(argv, input_text=script, timeout=timeout,
+                              new_session=self.multiplexed)
         except subprocess.TimeoutExpired as exc:
             raise SSHError(
                 f"{self.target.host} did not finish a step within {timeout:.0f} s; the host "
                 "or its file system may be overloaded (retry, or see --debug)"
             ) from exc
         if result.returncode == 255:
-            raise classify_failure(result.stderr, host=self.target.host, who=self.describe())
+            raise self._failure(result.stderr)
         return result
 
     def start_script(self, script: str, *,
                      stdout: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
         """Run a script that lives as long as we hold its stdin open (see `proc.spawn`)."""
-        argv = [*self._client_argv("-T"), REMOTE_PLAIN_BOOTSTRAP]
-        return proc.spawn(argv, stdin_text=script, stdout=stdout)
+        return proc.spawn([*self.step_argv("-T"), REMOTE_PLAIN_BOOTSTRAP], stdin_text=script,
+                          stdout=stdout, detached=self.multiplexed)
 
-    def start_watchdog(self, run_dir: Path) -> subprocess.Popen[str]:
-        """A local process that closes the master once labhop is gone, however it died.
-
-        The master detached from us (`ssh -f`), so nothing else would end it after a
-        `kill -9`: the watchdog waits for EOF on its stdin, which only labhop holds.
-        """
-        exit_argv = self._control_argv("exit")
-        script = 'cat >/dev/null; "$@" >/dev/null 2>&1; rm -rf -- "$0"'
-        return proc.spawn(["/bin/sh", "-c", script, str(run_dir), *exit_argv])
-
-    def forward(self, local_port: int, remote: str) -> None:
+    def open_tunnel(self, local_port: int, remote: str) -> Tunnel:
         """Forward 127.0.0.1:local_port to `remote` (a socket path or host:port)."""
-        spec = f"127.0.0.1:{local_port}:{remote}"
-        result = proc.run(self._control_argv("forward", "-L", spec), timeout=30)
-        if result.returncode != 0:
-            if not self.is_alive():
-                raise classify_failure(result.stderr, host=self.target.host,
-                                       who=self.describe())
-            raise LocalPortError(
-                f"cannot listen on 127.0.0.1:{local_port}: "
-                f"{_last_line(result.stderr) or 'port forwarding failed'}"
-            )
+        raise NotImplementedError
 
-    def cancel_forward(self, local_port: int, remote: str) -> None:
+    def _port_error(self, local_port: int, stderr: str) -> LocalPortError:
+        return LocalPortError(f"cannot listen on 127.0.0.1:{local_port}: "
+                              f"{_last_line(stderr) or 'port forwarding failed'}")
+
+
+class MuxTransport(Transport):
+    """Every step is a client of one ControlMaster: no login, no prompt, no handshake."""
+
+    multiplexed = True
+
+    def __init__(self, target: Target, resolved: Resolved, ssh: str, log_dir: Path, *,
+                 control_path: Path | str) -> None:
+        super().__init__(target, resolved, ssh, log_dir)
+        self.control_path = str(control_path)
+
+    def is_alive(self) -> bool:
+        return master_alive(self.ssh, self.control_path, self.target.host)
+
+    def step_argv(self, *extra: str) -> list[str]:
+        # BatchMode: a mux client must never prompt (it has no terminal); if the master
+        # is gone it fails fast instead of hanging on a password prompt. The user's
+        # LocalForward/RemoteCommand lines are for their own sessions, not for ours.
+        return [self.ssh, "-S", self.control_path, "-o", "ControlMaster=no",
+                "-o", "BatchMode=yes",
+                "-o", "ClearAllForwardings=yes", "-o", "RemoteCommand=none",
+                *self.target.user_args(), *extra, "--", self.target.host]
+
+    def open_tunnel(self, local_port: int, remote: str) -> Tunnel:
+        # The master holds the listener: `-O forward` returns 0 only once it is bound.
+        # (A `-O proxy` client holding its own listener would be neater, but OpenSSH 9.2's
+        # master dies with "no remote_id" when such a client leaves after a failed
+        # channel open, which would end every labhop on the connection.)
         spec = f"127.0.0.1:{local_port}:{remote}"
-        proc.run(self._control_argv("cancel", "-L", spec), timeout=30)
+        forward = control_argv(self.ssh, self.control_path, "forward", self.target.host)
+        result = proc.run([*forward[:-2], "-L", spec, *forward[-2:]], timeout=30)
+        check = control_argv(self.ssh, self.control_path, "check", self.target.host)
+        pid = master_pid(check)
+        if result.returncode != 0:
+            if not pid:
+                raise self._failure(result.stderr)
+            raise self._port_error(local_port, result.stderr)
+        guard = proc.spawn(proc.guard_argv((), "--cancel-forward", self.ssh,
+                                           self.control_path, spec, self.target.host),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return MasterForward(guard, local_port, remote, ssh=self.ssh,
+                             control_path=self.control_path, host=self.target.host,
+                             master_pid=pid)
+
+
+class DirectTransport(Transport):
+    """No ControlMaster (Windows' OpenSSH, --no-multiplex): each step is an ssh of its
+    own, and the tunnel is one long-lived `ssh -N -L` that labhop supervises."""
+
+    def is_alive(self) -> bool:
+        # There is no connection between steps; the tunnel's own keep-alives tell.
+        return True
+
+    def _direct_argv(self, *extra: str) -> list[str]:
+        return [self.ssh, "-o", "ControlMaster=no", "-o", "ControlPath=none",
+                *self.target.user_args(), *default_options(self.resolved), *extra,
+                "--", self.target.host]
+
+    def step_argv(self, *extra: str) -> list[str]:
+        return self._direct_argv("-o", "ClearAllForwardings=yes",
+                                 "-o", "RemoteCommand=none", *extra)
+
+    def tunnel_argv(self, spec: str) -> list[str]:
+        # Never -f: it does not background on Windows, and a foreground child is what
+        # labhop supervises. LocalCommand runs only once every -L is bound, so its line
+        # is the proof that this ssh holds the port. (ClearAllForwardings would clear
+        # this -L too, so the LocalForward lines of the user's config for this host are
+        # opened as well.)
+        return self._direct_argv("-N", "-o", "ExitOnForwardFailure=yes",
+                                 "-o", "PermitLocalCommand=yes",
+                                 "-o", f"LocalCommand=echo {TUNNEL_READY}", "-L", spec)
+
+    def open_tunnel(self, local_port: int, remote: str) -> Tunnel:
+        spec = f"127.0.0.1:{local_port}:{remote}"
+        log_path = self.log_dir / f"tunnel-{local_port}.log"
+        # In the terminal's foreground: it logs in itself, and may have to ask.
+        child = proc.spawn_guarded(self.tunnel_argv(spec), stderr_path=log_path,
+                                   detached=False)
+        timeout = CONNECT_TIMEOUT_S + 30
+        if proc.wait_for_line(child, TUNNEL_READY, timeout=timeout):
+            return ChildTunnel(child, local_port, remote)
+        timed_out = child.poll() is None
+        proc.release(child, timeout=5)
+        stderr = log_path.read_text(encoding="utf-8", errors="replace")
+        if re.search(r"Address already in use|cannot listen to port|Could not request local "
+                     r"forwarding", stderr):
+            raise self._port_error(local_port, stderr)
+        if timed_out:
+            raise SSHError(f"the tunnel to {self.target.host} did not come up within "
+                           f"{timeout:.0f} s; check the network and retry")
+        raise self._failure(stderr)
 
 
 def _last_line(text: str) -> str:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from rich.console import Console, Group
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -90,6 +89,8 @@ class UI:
 
             yield show_next
             return
+        from rich.live import Live  # noqa: PLC0415 -- only `gpus --watch` redraws
+
         with Live(console=self.out, auto_refresh=False) as live:
             def show_again(title: str, headers: list[str], rows: list[list[str]]) -> None:
                 live.update(Group(Text(title, style="dim"), _table(headers, rows)),

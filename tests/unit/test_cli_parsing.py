@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 
-from labhop.cli import _split_jupyter_args, parse_duration
-from labhop.errors import LabhopError
+from labhop.cli import _sbatch_args, _split_jupyter_args, main, parse_duration
+from labhop.errors import ConfigError, ExitStatus, LabhopError
 from labhop.session import default_name, validate_name
 
 
@@ -52,3 +54,47 @@ def test_default_name_comes_from_the_root_dir(root: str, name: str) -> None:
 def test_bad_names_are_refused(name: str) -> None:
     with pytest.raises(LabhopError):
         validate_name(name)
+
+
+@pytest.mark.parametrize(
+    ("text", "named", "why"),
+    [
+        ("--wrap 'sleep 1'", "--wrap", "labhop writes the job script itself"),
+        ("-p gpu --wrap=hostname", "--wrap", "labhop writes the job script itself"),
+        ("-o /tmp/x.log", "-o (--output)", "job's log"),
+        ("-o/tmp/x.log", "-o (--output)", "job's log"),
+        ("--output=/tmp/x.log", "--output", "job's log"),
+        ("--out /tmp/x.log", "--out (--output)", "job's log"),
+        ("-e err.log", "-e (--error)", "job's log"),
+        ("--error=err.log", "--error", "job's log"),
+        ("--open-mode=truncate", "--open-mode", "job's log"),
+        ("-J mine", "-J (--job-name)", "labhop names the job"),
+        ("--job-name=mine", "--job-name", "labhop names the job"),
+        ("--parsable", "--parsable", "to read the job id"),
+    ],
+)
+def test_slurm_options_that_break_labhops_job_are_refused(text: str, named: str,
+                                                          why: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _sbatch_args(text)
+    message = str(caught.value)
+    assert message.startswith(f"--slurm cannot take {named}: ")
+    assert why in message
+    assert "\n" not in message
+    assert caught.value.status == ExitStatus.CONFIG
+
+
+def test_slurm_refusal_exits_3_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LABHOP_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as caught:
+        main(["gamer", "--no-browser", "--slurm", "-p gpu --wrap=hostname"])
+    assert caught.value.code == 3
+    err = capsys.readouterr().err
+    assert "--slurm cannot take --wrap: labhop writes the job script itself" in err
+
+
+def test_ordinary_slurm_options_pass_through() -> None:
+    text = "-p gpu -t 01:00:00 --gres=gpu:1 --partition=debug --export=ALL -N 1 --exclusive"
+    assert _sbatch_args(text) == tuple(text.split())
+    assert _sbatch_args(None) is None

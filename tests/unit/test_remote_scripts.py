@@ -7,8 +7,10 @@ quoting) without ssh or Jupyter; the end-to-end tests cover those.
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -220,3 +222,191 @@ def test_status_reports_alive_and_the_log_tail_and_exits_0(tmp_path: Path) -> No
         assert remote.parse_output(with_log.stdout).log == "line 2"
     finally:
         os.kill(int(launched.get("pid")), 9)
+
+
+def test_module_names_are_loaded_literally_never_globbed(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    module = bin_dir / "module"
+    module.write_text('#!/bin/sh\nprintf \'%s\\n\' "$@" > "$HOME/module-args"\n')
+    module.chmod(0o755)
+    (tmp_path / "notes.txt").write_text("")  # what `*` would match in the working directory
+    script = remote.launch_script(request(env=remote.parse_env_spec("module:*,cuda/12")))
+    result = run_sh(script, tmp_path, path_prefix=str(bin_dir))
+    assert (tmp_path / "module-args").read_text().splitlines() == ["load", "*", "cuda/12"]
+    assert "module load" not in result.stdout  # loading worked; Jupyter is what is missing
+
+
+def without_proc(script: str) -> str:
+    """The script as it runs on a host without /proc (macOS, BSD)."""
+    assert script.count("\nproc_dir=/proc\n") == 1
+    return script.replace("\nproc_dir=/proc\n", "\nproc_dir=/nonexistent-proc\n")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (dead, not yet reaped) still answers signal 0.
+    with open(f"/proc/{pid}/stat") as stat_file:
+        return stat_file.read().rsplit(") ", 1)[1][0] not in "ZX"
+
+
+def test_without_proc_the_recorded_start_time_proves_the_server(tmp_path: Path) -> None:
+    fake_venv(tmp_path / "env", with_jupyter=True)
+    script = remote.launch_script(request(env=remote.EnvSpec("venv", "~/env")))
+    launched = run_sh(without_proc(script), tmp_path)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    pid = int(remote.parse_output(launched.stdout).get("pid"))
+    state = tmp_path / ".local/state/labhop/servers/proj"
+    try:
+        assert (state / "start").read_text().strip()
+        status = run_sh(without_proc(remote.status_script("proj")), tmp_path)
+        assert remote.parse_output(status.stdout).get("alive") == "1"
+        listed = run_sh(without_proc(remote.list_script()), tmp_path)
+        entries, _ = remote.parse_entries(listed.stdout)
+        assert [entry.pid for entry in entries] == [str(pid)]
+
+        stopped = remote.parse_output(
+            run_sh(without_proc(remote.stop_script("proj", grace_s=0)), tmp_path).stdout)
+        assert stopped.get("was_running") == "1"
+        assert stopped.get("signal") == "TERM"
+        assert not alive(pid)
+        assert not state.exists()
+    finally:
+        if alive(pid):
+            os.kill(pid, 9)
+
+
+@pytest.mark.parametrize("recorded", ["Thu_Jan_1_00:00:00_1970", None])
+def test_without_proc_a_reused_pid_is_never_signalled(tmp_path: Path, recorded: str | None) -> None:
+    # Another program now has the PID the state names; nothing proves it is the server.
+    stranger = subprocess.Popen(["sleep", "30"])
+    state = tmp_path / ".local/state/labhop/servers/proj"
+    state.mkdir(parents=True)
+    (state / "id").write_text("0123456789abcdef")
+    (state / "pid").write_text(f"{stranger.pid}\n")
+    if recorded is not None:
+        (state / "start").write_text(recorded + "\n")
+    try:
+        status = run_sh(without_proc(remote.status_script("proj")), tmp_path)
+        assert remote.parse_output(status.stdout).get("alive") == "0"
+        stopped = remote.parse_output(
+            run_sh(without_proc(remote.stop_script("proj", grace_s=0, term_s=0)), tmp_path).stdout)
+        assert stopped.get("was_running") == "0"
+        assert stopped.get("signal") == ""
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_normal_launch_records_the_servers_start_time(tmp_path: Path) -> None:
+    fake_venv(tmp_path / "env", with_jupyter=True)
+    launched = remote.parse_output(
+        run_sh(remote.launch_script(request(env=remote.EnvSpec("venv", "~/env"))), tmp_path).stdout)
+    pid = int(launched.get("pid"))
+    try:
+        state = tmp_path / ".local/state/labhop/servers/proj"
+        with open(f"/proc/{pid}/stat") as stat_file:
+            ticks = stat_file.read().rsplit(") ", 1)[1].split()[19]
+        assert (state / "start").read_text().strip() == ticks
+    finally:
+        os.kill(pid, 9)
+
+
+def test_no_start_passes_the_unrecognised_no_browser_open_file() -> None:
+    host = remote.launch_script(request())
+    job = remote.slurm_job_script(request(transport="tcp"))
+    submit = remote.slurm_submit_script(request(transport="tcp"), ("-p", "gpu"))
+    for script in (host, job, submit):
+        assert "--no-browser" in script
+        assert "no_browser_open_file" not in script
+
+
+def runtime_dir(server_id: str) -> Path:
+    """Where the scripts keep a server's Jupyter runtime dir: node-local, as run_base says."""
+    return Path(f"/tmp/labhop-{os.getuid()}") / f"{server_id}.rt"  # noqa: S108
+
+
+def remove_tree(path: Path) -> None:
+    if path.exists():
+        for child in path.iterdir():
+            child.unlink()
+        path.rmdir()
+
+
+def fake_slurm(bin_dir: Path) -> None:
+    """squeue that lists no job (it has ended) and an scancel that does nothing."""
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("squeue", "scancel"):
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / name).chmod(0o755)
+
+
+def test_stopping_a_slurm_server_removes_its_runtime_dir(tmp_path: Path) -> None:
+    server_id = f"unit-{os.getpid()}-{tmp_path.name}"
+    runtime = runtime_dir(server_id)
+    runtime.mkdir(parents=True)
+    (runtime / "jupyter_cookie_secret").write_text("secret")
+    state = tmp_path / ".local/state/labhop/servers/proj"
+    state.mkdir(parents=True)
+    for name, text in (("id", server_id), ("backend", "slurm\n"), ("jobid", "42\n"),
+                       ("token", "t")):
+        (state / name).write_text(text)
+    fake_slurm(tmp_path / "bin")
+    try:
+        stopped = remote.parse_output(
+            run_sh(remote.stop_script("proj"), tmp_path, str(tmp_path / "bin")).stdout)
+        assert stopped.get("stopped") == "1"
+        assert not runtime.exists()
+        assert not state.exists()
+    finally:
+        remove_tree(runtime)
+
+
+def test_a_slurm_job_removes_its_runtime_dir_when_jupyter_ends(tmp_path: Path) -> None:
+    server_id = f"unit-{os.getpid()}-{tmp_path.name}"
+    runtime = runtime_dir(server_id)
+    env = tmp_path / "env"
+    fake_venv(env, with_jupyter=False)
+    # Jupyter's part: write the cookie secret into its runtime dir, then serve until TERM.
+    (env / "bin" / "jupyter-lab").write_text(
+        '#!/bin/sh\nmkdir -p "$JUPYTER_RUNTIME_DIR"\n'
+        'printf secret > "$JUPYTER_RUNTIME_DIR/jupyter_cookie_secret"\nexec sleep 30\n')
+    (env / "bin" / "python").write_text("#!/bin/sh\necho ServerApp tcp 45678\n")
+    for name in ("jupyter-lab", "python"):
+        (env / "bin" / name).chmod(0o755)
+    state = tmp_path / ".local/state/labhop/servers/proj"
+    state.mkdir(parents=True)
+    (state / "token").write_text("t")
+    script = remote.slurm_job_script(request(server_id=server_id, transport="tcp",
+                                             env=remote.EnvSpec("venv", "~/env")))
+    job = subprocess.Popen(["sh", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                           env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert job.stdin is not None
+    job.stdin.write(script)
+    job.stdin.close()
+    jupyter = 0
+    try:
+        for _ in range(100):
+            if (runtime / "jupyter_cookie_secret").exists() and (state / "endpoint").exists():
+                break
+            time.sleep(0.1)
+        assert (runtime / "jupyter_cookie_secret").exists()
+        jupyter = int((state / "pid").read_text())
+        assert jupyter != job.pid
+        assert (state / "endpoint").read_text().strip().endswith(":45678")
+        job.send_signal(signal.SIGTERM)  # as scancel does
+        job.wait(timeout=15)
+        assert not alive(jupyter)
+        assert not runtime.exists()
+    finally:
+        if job.poll() is None:
+            job.kill()
+        job.wait()
+        if jupyter and alive(jupyter):
+            os.kill(jupyter, 9)
+        remove_tree(runtime)

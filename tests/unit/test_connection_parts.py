@@ -1,0 +1,127 @@
+"""Pure and local parts of the connection layer: what differs per operating system, the
+argv of each transport, and the lock that decides who closes a shared master."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from pathlib import Path
+
+import pytest
+
+from labhop import connection, oscompat
+from labhop.ssh import DirectTransport, MuxTransport, Target, parse_ssh_g
+
+RESOLVED = parse_ssh_g("host gamer\nuser me\nhostname 10.0.0.7\nport 22\n")
+TARGET = Target("gamer", jump="bastion")
+
+
+# -- oscompat, for both sides ------------------------------------------------------------
+def test_windows_has_no_multiplexing_no_hangup_and_its_own_process_groups() -> None:
+    assert not oscompat.supports_multiplexing("win32")
+    assert signal.SIGHUP not in oscompat.stop_signals("win32")
+    assert signal.SIGINT in oscompat.stop_signals("win32")
+    assert "creationflags" in oscompat.detached_kwargs("win32")
+    assert oscompat.runtime_base("win32", {"XDG_RUNTIME_DIR": "/run/user/1"}) is None
+    assert oscompat.has_display("win32", {})
+
+
+@pytest.mark.parametrize("system", ["linux", "darwin"])
+def test_posix_multiplexes_stops_on_hangup_and_detaches_with_setsid(system: str) -> None:
+    assert oscompat.supports_multiplexing(system)
+    assert oscompat.stop_signals(system) == [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    assert oscompat.detached_kwargs(system) == {"start_new_session": True}
+
+
+def test_a_display_is_needed_only_off_macos_and_windows() -> None:
+    assert oscompat.has_display("darwin", {})
+    assert not oscompat.has_display("linux", {})
+    assert oscompat.has_display("linux", {"WAYLAND_DISPLAY": "wayland-0"})
+
+
+def test_runtime_base_is_the_absolute_xdg_runtime_dir_only() -> None:
+    assert oscompat.runtime_base("linux", {"XDG_RUNTIME_DIR": "/run/user/1000"}) == Path(
+        "/run/user/1000")
+    assert oscompat.runtime_base("linux", {"XDG_RUNTIME_DIR": "relative"}) is None
+    assert oscompat.runtime_base("linux", {}) is None
+
+
+def test_control_paths_leave_room_for_ssh_s_temporary_name() -> None:
+    # Linux binds 107 bytes, macOS 103; ssh first binds PATH plus 17 characters.
+    assert oscompat.control_path_fits("/" + "x" * 89, "linux")
+    assert not oscompat.control_path_fits("/" + "x" * 90, "linux")
+    assert not oscompat.control_path_fits("/" + "x" * 86, "darwin")
+    assert oscompat.control_path_fits("/" + "x" * 85, "darwin")
+
+
+# -- transports ---------------------------------------------------------------------------
+def test_mux_steps_never_prompt_and_keep_the_pass_through_options(tmp_path: Path) -> None:
+    mux = MuxTransport(TARGET, RESOLVED, "ssh", tmp_path, control_path="/r/labhop/abc")
+    steps = mux.step_argv("-T")
+    assert steps[:3] == ["ssh", "-S", "/r/labhop/abc"]
+    assert "BatchMode=yes" in steps and "-J" in steps and steps[-2:] == ["--", "gamer"]
+
+
+def test_a_direct_transport_never_multiplexes_nor_backgrounds(tmp_path: Path) -> None:
+    direct = DirectTransport(TARGET, RESOLVED, "ssh", tmp_path)
+    for argv in (direct.tunnel_argv("127.0.0.1:9000:/tmp/s.sock"), direct.step_argv("-T")):
+        assert "-M" not in argv and "-O" not in argv and "-f" not in argv
+        assert "ControlPath=none" in argv and "ControlMaster=no" in argv
+        assert "StrictHostKeyChecking=no" not in " ".join(argv)
+        assert argv[-2:] == ["--", "gamer"]
+    assert "-N" in direct.tunnel_argv("127.0.0.1:9000:/tmp/s.sock")
+
+
+def test_the_connection_key_is_the_ssh_g_result() -> None:
+    same = parse_ssh_g("host gamer\nuser me\nhostname 10.0.0.7\nport 22\n")
+    other = parse_ssh_g("host gamer\nuser you\nhostname 10.0.0.7\nport 22\n")
+    assert RESOLVED.key() == same.key() != other.key()
+    assert len(RESOLVED.key()) == 16
+
+
+# -- who closes a shared master -------------------------------------------------------------
+def share(tmp_path: Path) -> int:
+    fd = os.open(tmp_path / "m.users", os.O_RDWR | os.O_CREAT, 0o600)
+    assert connection._lock(fd, exclusive=False)
+    return fd
+
+
+def release(tmp_path: Path, fd: int) -> None:
+    connection.release_master(fd, ssh="ssh", control_path=str(tmp_path / "m"), host="gamer",
+                              create_lock=str(tmp_path / "m.lock"),
+                              users_lock=str(tmp_path / "m.users"))
+
+
+def test_only_the_last_user_of_a_master_closes_it(tmp_path: Path) -> None:
+    # No socket here, so "closing" shows only as the removal of its log.
+    (tmp_path / "m.log").write_text("")
+    first, second = share(tmp_path), share(tmp_path)
+    release(tmp_path, first)
+    assert (tmp_path / "m.log").exists()
+    release(tmp_path, second)
+    assert not (tmp_path / "m.log").exists()
+
+
+def test_a_master_opened_with_persist_is_left_to_controlpersist(tmp_path: Path) -> None:
+    (tmp_path / "m.log").write_text("")
+    (tmp_path / "m.persist").write_text("3600\n")
+    release(tmp_path, share(tmp_path))
+    assert (tmp_path / "m.log").exists()
+
+
+def test_the_shared_directory_is_private_and_never_someone_else_s(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    assert connection._private_dir(mine)
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o700
+    mine.chmod(0o755)
+    assert connection._private_dir(mine)
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o700
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    assert not connection._private_dir(link)
+    if os.getuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        assert not connection._private_dir(theirs)
