@@ -135,6 +135,29 @@ def test_a_live_master_of_the_user_is_used_and_left_alive(
     assert no_laptop_leftovers(runtime_dir) == []
 
 
+def test_persist_keeps_the_connection_for_later_commands(
+        password_sshd: Sshd, askpass: Askpass, tmp_path: Path, runtime_dir: Path) -> None:
+    config = password_config(password_sshd, tmp_path)
+    first = pw(config, askpass, "ls", "pwbox", "--persist", "2m")
+    assert first.rc == 0, first.stderr
+    assert askpass.count() == 1
+    # That labhop has exited; its connection stays, so the next command asks nothing.
+    [master] = masters(runtime_dir)
+    assert "ControlPersist=120s" in master
+    later = pw(config, askpass, "ls", "pwbox")
+    assert later.rc == 0, later.stderr
+    assert askpass.count() == 1, askpass.prompts()
+    # Without --persist the last labhop out closes a master opened with --persist 0 only;
+    # this one is left to ssh's ControlPersist. End it as a user would.
+    [socket_path] = [entry for entry in (runtime_dir / "labhop").iterdir()
+                     if stat.S_ISSOCK(entry.lstat().st_mode)]
+    subprocess.run(["ssh", "-F", os.devnull, "-S", str(socket_path), "-O", "exit", "x"],
+                   capture_output=True, timeout=15, check=False)
+    wait_until(lambda: not masters(runtime_dir) and not socket_path.exists())
+    assert masters(runtime_dir) == []
+    assert not socket_path.exists()
+
+
 # ---------------------------------------------------------------------------------------
 # Several labhops on one host
 def test_ctrl_c_of_one_of_two_labhops_leaves_the_other_working(

@@ -79,17 +79,22 @@ def test_a_login_and_bulk_data_pass_through_unchanged(flaky: Path) -> None:
     assert result.stdout.split()[0].decode() == hashlib.sha256(payload).hexdigest()
 
 
+def _until_keepalive_gives_up(session: subprocess.Popen[bytes]) -> tuple[int, float, str]:
+    """Wait for ssh to give up on a dead network: (exit status, seconds, its stderr)."""
+    started = time.monotonic()
+    rc = session.wait(timeout=15)
+    waited = time.monotonic() - started
+    assert session.stderr is not None
+    return rc, waited, session.stderr.read().decode(errors="replace")
+
+
 def test_keepalives_notice_a_pause_and_a_fresh_login_works_after_resume(
     relay: Relay, flaky: Path
 ) -> None:
     with start_ssh(flaky, *FAST_KEEPALIVE, ALIAS, "echo up; sleep 30") as session:
         assert read_line(session) == b"up\n"
         relay.pause()
-        cut = time.monotonic()
-        rc = session.wait(timeout=15)
-        waited = time.monotonic() - cut
-        assert session.stderr is not None
-        stderr = session.stderr.read().decode(errors="replace")
+        rc, waited, stderr = _until_keepalive_gives_up(session)
     assert rc == 255, stderr
     assert waited < 6, f"ssh noticed the cut only after {waited:.1f}s: {stderr}"
     assert "Timeout" in stderr
@@ -138,11 +143,7 @@ def test_a_cut_abandons_open_sessions_but_new_connections_work(relay: Relay, fla
         assert read_line(session) == b"up\n"
         _wait_for_remote_command("sleep 300")
         assert relay.cut() == 1
-        cut = time.monotonic()
-        rc = session.wait(timeout=15)
-        waited = time.monotonic() - cut
-        assert session.stderr is not None
-        stderr = session.stderr.read().decode(errors="replace")
+        rc, waited, stderr = _until_keepalive_gives_up(session)
     assert rc == 255, stderr
     assert waited < 6, f"ssh noticed the cut only after {waited:.1f}s: {stderr}"
     assert "Timeout" in stderr

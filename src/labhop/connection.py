@@ -179,7 +179,9 @@ def release_master(users_fd: int, *, ssh: str, control_path: str, host: str,
         try:
             if not _lock(check_fd, exclusive=True, blocking=False):
                 return  # another labhop still uses it
-            if _persist_of(control_path) == 0:
+            # A --persist master is ControlPersist's to end; one it already ended only
+            # leaves its log and record behind.
+            if _persist_of(control_path) == 0 or not os.path.exists(control_path):
                 _close_master(ssh, control_path, host)
         finally:
             os.close(check_fd)
@@ -338,7 +340,10 @@ class Connection:
                 _LOGGER.debug("reusing labhop's master at %s", control_path)
                 return
             self._open_master(control_path)
-            Path(f"{control_path}.persist").write_text(f"{self.persist_s}\n")
+            fd = os.open(f"{control_path}.persist", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                         0o600)
+            with os.fdopen(fd, "w") as record:
+                record.write(f"{self.persist_s}\n")
         finally:
             os.close(create_fd)
 

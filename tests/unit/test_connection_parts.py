@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 from pathlib import Path
 
@@ -106,8 +107,17 @@ def test_only_the_last_user_of_a_master_closes_it(tmp_path: Path) -> None:
 def test_a_master_opened_with_persist_is_left_to_controlpersist(tmp_path: Path) -> None:
     (tmp_path / "m.log").write_text("")
     (tmp_path / "m.persist").write_text("3600\n")
-    release(tmp_path, share(tmp_path))
+    with socket.socket(socket.AF_UNIX) as standing_in:  # the master's control socket
+        standing_in.bind(str(tmp_path / "m"))
+        release(tmp_path, share(tmp_path))
     assert (tmp_path / "m.log").exists()
+
+
+def test_a_persist_master_that_already_ended_leaves_no_record(tmp_path: Path) -> None:
+    (tmp_path / "m.log").write_text("")
+    (tmp_path / "m.persist").write_text("3600\n")
+    release(tmp_path, share(tmp_path))
+    assert not (tmp_path / "m.log").exists() and not (tmp_path / "m.persist").exists()
 
 
 def test_the_shared_directory_is_private_and_never_someone_else_s(tmp_path: Path) -> None:
