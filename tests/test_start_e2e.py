@@ -165,7 +165,7 @@ def test_keep_leaves_the_server_running_and_says_how_to_find_it(sshd: Sshd) -> N
         (["gpubox", "--env", "conda:nope"], 20, "conda environment 'nope' not found"),
         (["gpubox", "--env", "venv:~/emptyvenv"], 21, "jupyter-lab is not installed in venv"),
         (["gpubox", "--dir", "~/no-such-dir"], 22, "server root /home/lhtest/no-such-dir"),
-        (["gpubox", "--env", "python3"], 3, "bad --env 'python3'"),
+        (["gpubox", "--env", "python3"], 2, "bad --env 'python3'"),
         (["gpubox", "--", "--ServerApp.root_dir=/no/such/dir"], 23, "exited during start-up"),
     ],
     ids=[

@@ -1,5 +1,14 @@
-"""Where a server runs. Today: the host itself. A Slurm job (or PBS, Kubernetes) plugs in
-behind the same methods, so the supervisor in `session` never changes.
+"""Where a server runs: one `Backend` interface, one class per place.
+
+`HostBackend` runs Jupyter on the host we ssh into; `SlurmBackend` runs it as a batch job
+from a login node. Every command picks its backend from the server's state record
+(`backend_for_entry`), or from the launch options (`backend_for_launch`), so the
+supervisor in `session` and the commands never ask which one they have.
+
+Adding a backend (PBS, LSF, Kubernetes) means one new class with `kind`, `launch`,
+`status`, `stop` and `health` (and `gpus` where it can see them), registered in
+`BACKENDS`; `list`, `find`, `logs` and ownership come from the state directory, which
+every backend shares.
 """
 
 from __future__ import annotations
@@ -10,8 +19,9 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
-from labhop import remote, slurm
+from labhop import gpus, remote, slurm
 from labhop.connection import Connection
 from labhop.errors import (
     EnvNotFoundError,
@@ -45,6 +55,8 @@ class Server:
     pid: str
     node: str
     existing: bool
+    jobid: str = ""  # the batch job that runs it, for a backend with a queue
+    note: str = ""  # what the launch has to say (how long the job waited), or ""
 
     @property
     def transport(self) -> str:
@@ -64,10 +76,28 @@ class Status:
     job: slurm.JobState | None = None
 
 
+@dataclass(frozen=True)
+class Health:
+    """How a running server is doing, as its backend sees it (checked while attached)."""
+
+    alive: bool
+    # Time until the backend ends it (a job's walltime); None: no limit, or none known.
+    time_left_s: int | None = None
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """What a launch asks of the backend beyond the server itself."""
+
+    sbatch_args: tuple[str, ...] = ()
+    queue_timeout: float = 900.0
+    progress: Callable[[str], None] = lambda _message: None
+
+
 def script_failure(result_stdout: str, result_stderr: str, returncode: int,
                    what: str) -> RemoteError:
     """Map a script's exit code and `labhop:error=` line to the matching error."""
-    output = remote.parse_output(result_stdout)
+    output = remote.parse_failure(result_stdout)
     message = output.get("error")
     error_type = _SENTINELS.get(returncode, RemoteError)
     if not message:
@@ -77,53 +107,61 @@ def script_failure(result_stdout: str, result_stderr: str, returncode: int,
     return error_type(message)
 
 
-class HostBackend:
-    """The server runs on the host we ssh into, detached from the connection."""
+class Backend:
+    """Where servers run. The state directory on the remote (`list`, `find`, `logs`,
+    ownership) is every backend's; launching, checking and stopping are each one's own."""
 
-    def __init__(self, conn: Connection) -> None:
+    kind: ClassVar[str] = ""
+
+    def __init__(self, conn: Connection, options: BackendOptions | None = None) -> None:
         self.conn = conn
+        self.options = options or BackendOptions()
 
+    # -- each backend's own ---------------------------------------------------------------
     def launch(self, request: remote.LaunchRequest) -> Server:
-        result = self.conn.run_script(remote.launch_script(request), login=True)
-        if result.returncode != 0:
-            raise script_failure(result.stdout, result.stderr, result.returncode,
-                                 "starting Jupyter")
-        fields = remote.parse_output(result.stdout)
-        if not fields.get("pid") or not fields.get("endpoint"):
-            raise RemoteError(
-                "the remote start script printed no server details; run with --debug to see "
-                "what the remote shell printed"
-            )
-        return Server(
-            name=request.name,
-            token=fields.get("token"),
-            endpoint=fields.get("endpoint"),
-            pid=fields.get("pid"),
-            node=fields.get("node"),
-            existing=fields.get("existing") == "1",
-        )
+        """Start the named server, or report the one already running under that name."""
+        raise NotImplementedError
 
     def status(self, name: str, *, with_log: bool = False) -> Status:
-        result = self.conn.run_script(remote.status_script(name, with_log=with_log))
-        if result.returncode != 0:
-            raise script_failure(result.stdout, result.stderr, result.returncode,
-                                 "checking the server")
-        output = remote.parse_output(result.stdout)
-        listening = output.get("listening")
-        return Status(
-            known=output.get("known") == "1",
-            alive=output.get("alive") == "1",
-            listening=None if listening == "" else listening == "1",
-            log=output.log,
-        )
+        raise NotImplementedError
 
-    def stop(self, name: str, *, grace_s: float = 5.0, expect_id: str = "") -> remote.ScriptOutput:
-        script = remote.stop_script(name, grace_s=grace_s, expect_id=expect_id)
-        result = self.conn.run_script(script, timeout=90)
+    def stop(self, name: str, *, grace_s: float = 0.0,
+             expect_id: str = "") -> remote.ScriptOutput:
+        """Stop the named server (its kernels first) and remove its state."""
+        raise NotImplementedError
+
+    def health(self, server: Server) -> Health:
+        raise NotImplementedError
+
+    def where(self, server: Server) -> str:
+        """Where it runs, for people: "pid 48121", "job 7 on node07"."""
+        return f"pid {server.pid}"
+
+    def gpus(self) -> gpus.GpuReport | None:
+        """The GPUs its servers would see, if this backend can look at them from here."""
+        return None
+
+    def ended_message(self, server: Server, host: str) -> str:
+        """What to say when an attached server ended behind the tunnel."""
+        return (f"'{server.name}' on {host} has stopped (labhop stop, its --idle-timeout, "
+                "or a crash); the last lines of its log:")
+
+    def ending_soon_message(self, seconds_left: int) -> str:
+        return (f"the server ends in {slurm.format_duration(seconds_left)} (its time limit); "
+                "save your work")
+
+    def time_limit_line(self, server: Server) -> str | None:
+        """Said once at ready where the backend ends servers at a time limit; else None."""
+        del server
+        return None
+
+    # -- the state directory, the same for every backend ------------------------------------
+    def _run(self, script: remote.Script, what: str, *, login: bool = False,
+             timeout: float = 120) -> remote.ScriptOutput:
+        result = self.conn.run_script(script, login=login, timeout=timeout)
         if result.returncode != 0:
-            raise script_failure(result.stdout, result.stderr, result.returncode,
-                                 "stopping the server")
-        return remote.parse_output(result.stdout)
+            raise script_failure(result.stdout, result.stderr, result.returncode, what)
+        return remote.parse_output(result.stdout, script.keys)
 
     def list(self, name: str = "", *, with_token: bool = False
              ) -> tuple[list[remote.ServerEntry], list[str]]:
@@ -164,10 +202,10 @@ class HostBackend:
         if result.returncode != 0:
             raise script_failure(result.stdout, result.stderr, result.returncode,
                                  "reading the log")
-        if remote.parse_output(result.stdout).get("known") == "0":
+        output = remote.parse_output(result.stdout, remote.LOGS_KEYS)
+        if output.get("known") == "0":
             return None
-        return "\n".join(line for line in result.stdout.splitlines()
-                         if not line.startswith("labhop:"))
+        return output.log
 
     def follow_logs(self, name: str, *, lines: int) -> subprocess.Popen[str]:
         """`tail -f` the log to our stdout until the returned child is released."""
@@ -175,84 +213,129 @@ class HostBackend:
                                       stdout=None)
 
 
+class HostBackend(Backend):
+    """The server runs on the host we ssh into, detached from the connection."""
+
+    kind = "host"
+
+    def launch(self, request: remote.LaunchRequest) -> Server:
+        result = self.conn.run_script(remote.launch_script(request), login=True)
+        if result.returncode != 0:
+            raise script_failure(result.stdout, result.stderr, result.returncode,
+                                 "starting Jupyter")
+        fields = remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
+        if not fields.get("pid") or not fields.get("endpoint"):
+            raise RemoteError(
+                "the remote start script printed no server details; run with --debug to see "
+                "what the remote shell printed"
+            )
+        return Server(
+            name=request.name,
+            token=fields.get("token"),
+            endpoint=fields.get("endpoint"),
+            pid=fields.get("pid"),
+            node=fields.get("node"),
+            existing=fields.get("existing") == "1",
+        )
+
+    def status(self, name: str, *, with_log: bool = False) -> Status:
+        output = self._run(remote.status_script(name, with_log=with_log), "checking the server")
+        listening = output.get("listening")
+        return Status(
+            known=output.get("known") == "1",
+            alive=output.get("alive") == "1",
+            listening=None if listening == "" else listening == "1",
+            log=output.log,
+        )
+
+    def stop(self, name: str, *, grace_s: float = 0.0,
+             expect_id: str = "") -> remote.ScriptOutput:
+        script = remote.stop_script(name, grace_s=grace_s, expect_id=expect_id)
+        return self._run(script, "stopping the server", timeout=90)
+
+    def health(self, server: Server) -> Health:
+        return Health(alive=self.status(server.name).alive)
+
+    def gpus(self) -> gpus.GpuReport:
+        """What nvidia-smi on the host says now, with each GPU process's user and server."""
+        # The login environment: nvidia-smi (and CUDA) often come from modules or a PATH
+        # set in the login files.
+        result = self.conn.run_script(gpus.query_script(), login=True, timeout=60)
+        if result.returncode != 0:
+            raise script_failure(result.stdout, result.stderr, result.returncode,
+                                 "querying the GPUs")
+        return gpus.parse_report(result.stdout)
+
+
 def server_from_entry(entry: remote.ServerEntry) -> Server:
     return Server(name=entry.name, token=entry.token, endpoint=entry.endpoint, pid=entry.pid,
-                  node=entry.node, existing=True)
+                  node=entry.node, existing=True, jobid=entry.jobid)
 
 
-class SlurmBackend(HostBackend):
+class SlurmBackend(Backend):
     """The server runs as a Slurm batch job; the host we ssh into is the login node.
 
     The job writes where it listens (node:port) into the state directory in the shared
-    home; the tunnel goes through the login node's master connection to node:port.
+    home; the tunnel goes through the login node's connection to node:port.
     """
 
-    def __init__(self, conn: Connection, sbatch_args: tuple[str, ...], *,
-                 queue_timeout: float, progress: Callable[[str], None]) -> None:
-        super().__init__(conn)
-        self.sbatch_args = sbatch_args
-        self.queue_timeout = queue_timeout
-        self.progress = progress
-        self.queue_wait_s: float | None = None
-        self.jobid = ""
+    kind = "slurm"
 
     def launch(self, request: remote.LaunchRequest) -> Server:
         request = dataclasses.replace(request, transport="tcp")
-        script = remote.slurm_submit_script(request, self.sbatch_args)
-        result = self.conn.run_script(script, login=True)
-        if result.returncode != 0:
-            raise script_failure(result.stdout, result.stderr, result.returncode,
-                                 "submitting the job")
-        fields = remote.parse_output(result.stdout)
-        self.jobid = fields.get("jobid")
+        script = remote.slurm_submit_script(request, self.options.sbatch_args)
+        fields = self._run(script, "submitting the job", login=True)
+        jobid = fields.get("jobid")
         existing = fields.get("existing") == "1"
-        self.progress(f"{'found running' if existing else 'submitted'} job {self.jobid}")
-        return self._wait_for_job(request.name, fields.get("token"), existing)
+        self.options.progress(f"{'found running' if existing else 'submitted'} job {jobid}")
+        return self._wait_for_job(request.name, jobid, fields.get("token"), existing)
 
-    def _wait_for_job(self, name: str, token: str, existing: bool) -> Server:
+    def _wait_for_job(self, name: str, jobid: str, token: str, existing: bool) -> Server:
         submitted = time.monotonic()
-        deadline = submitted + self.queue_timeout
+        deadline = submitted + self.options.queue_timeout
         shown = ""
+        queue_wait_s: float | None = None
         while True:
             fields = self._job_fields(name)
             job = slurm.parse_job_line(fields.get("job"))
             if job.gone:
-                raise self._ended_before_ready(name)
-            if job.state == "RUNNING" and self.queue_wait_s is None:
-                self.queue_wait_s = time.monotonic() - submitted
+                raise self._ended_before_ready(name, jobid)
+            if job.state == "RUNNING" and queue_wait_s is None:
+                queue_wait_s = time.monotonic() - submitted
             if job.state == "RUNNING" and fields.get("endpoint"):
+                node = fields.get("node")
                 return Server(name=name, token=token, endpoint=fields.get("endpoint"),
-                              pid=fields.get("pid"), node=fields.get("node"),
-                              existing=existing)
+                              pid=fields.get("pid"), node=node, existing=existing,
+                              jobid=jobid,
+                              note=f"job {jobid} runs on {node} (waited "
+                                   f"{queue_wait_s or 0.0:.1f} s in the queue)")
             if job.describe() != shown:
                 shown = job.describe()
-                self.progress(f"job {self.jobid}: {shown}")
+                self.options.progress(f"job {jobid}: {shown}")
             if job.state == "PENDING" and time.monotonic() > deadline:
-                self.stop(name, grace_s=0)
+                self.stop(name)
                 raise SlurmPendingError(
-                    f"job {self.jobid} was still pending after {self.queue_timeout:.0f} s "
+                    f"job {jobid} was still pending after {self.options.queue_timeout:.0f} s "
                     f"({job.reason or 'no reason given'}), so labhop cancelled it; ask for "
                     "fewer resources or raise --queue-timeout"
                 )
             time.sleep(0.5)  # a fresh job usually starts within a second
 
     def _job_fields(self, name: str, *, with_log: bool = False) -> remote.ScriptOutput:
-        result = self.conn.run_script(remote.slurm_status_script(name, with_log=with_log))
-        if result.returncode != 0:
-            raise script_failure(result.stdout, result.stderr, result.returncode,
-                                 "checking the job")
-        return remote.parse_output(result.stdout)
+        return self._run(remote.slurm_status_script(name, with_log=with_log),
+                         "checking the job")
 
-    def _ended_before_ready(self, name: str) -> RemoteError:
-        """The job is gone: say why, from the `labhop:error=` line its script logged."""
-        log = self._job_fields(name, with_log=True).log
-        logged = remote.parse_output(log)
-        if logged.get("error"):
-            code = int(logged.get("exit") or 0)
+    def _ended_before_ready(self, name: str, jobid: str) -> RemoteError:
+        """The job is gone: say why, from the failure its script recorded (never from
+        its log, which is raw text)."""
+        fields = self._job_fields(name, with_log=True)
+        log = fields.log
+        if fields.get("job_error"):
+            code = int(fields.get("job_exit")) if fields.get("job_exit").isdigit() else 0
             return _SENTINELS.get(code, RemoteError)(
-                f"Slurm job {self.jobid}: {logged.get('error')}")
+                f"Slurm job {jobid}: {fields.get('job_error')}")
         return ServerExitedError(
-            f"Slurm job {self.jobid} ended before Jupyter was ready; the last lines of its log:",
+            f"Slurm job {jobid} ended before Jupyter was ready; the last lines of its log:",
             details=log,
         )
 
@@ -261,3 +344,60 @@ class SlurmBackend(HostBackend):
         job = slurm.parse_job_line(fields.get("job"))
         return Status(known=fields.get("known") == "1", alive=job.state == "RUNNING",
                       listening=None, log=fields.log, job=job)
+
+    def stop(self, name: str, *, grace_s: float = 0.0,
+             expect_id: str = "") -> remote.ScriptOutput:
+        # scancel: Slurm sends SIGTERM (Jupyter's clean stop), then SIGKILL after KillWait.
+        script = remote.stop_script(name, grace_s=grace_s, expect_id=expect_id)
+        return self._run(script, "cancelling the job", timeout=90)
+
+    def health(self, server: Server) -> Health:
+        job = self.status(server.name).job
+        alive = job is not None and not job.gone
+        return Health(alive=alive, time_left_s=job.time_left_s if job else None)
+
+    def where(self, server: Server) -> str:
+        return f"job {server.jobid} on {server.node}"
+
+    def ended_message(self, server: Server, host: str) -> str:
+        return (f"the Slurm job running '{server.name}' has ended (walltime reached, or "
+                "cancelled); the last lines of its log:")
+
+    def ending_soon_message(self, seconds_left: int) -> str:
+        return (f"the Slurm job ends in {slurm.format_duration(seconds_left)} (walltime); "
+                "save your work")
+
+    def time_limit_line(self, server: Server) -> str | None:
+        seconds_left = self.health(server).time_left_s
+        if seconds_left is None:
+            return f"{self.where(server)}: no walltime limit"
+        return (f"{self.where(server)}: {slurm.format_duration(seconds_left)} of walltime "
+                "left; labhop warns 10 minutes before the end")
+
+
+# The backends a server's state record can name; the record's "backend" picks one.
+BACKENDS: dict[str, type[Backend]] = {
+    HostBackend.kind: HostBackend,
+    SlurmBackend.kind: SlurmBackend,
+}
+
+
+def backend_kind(entry: remote.ServerEntry) -> str:
+    """Which backend runs `entry`: its launch record says (servers started by labhop 0.1
+    have no such field, and only Slurm ones carry a job id)."""
+    kind = str(entry.record.get("backend") or ("slurm" if entry.jobid else "host"))
+    return kind if kind in BACKENDS else HostBackend.kind
+
+
+def backend_for_entry(conn: Connection, entry: remote.ServerEntry,
+                      options: BackendOptions | None = None) -> Backend:
+    return BACKENDS[backend_kind(entry)](conn, options)
+
+
+def backend_for_launch(conn: Connection, *, slurm_args: tuple[str, ...] | None,
+                       options: BackendOptions | None = None) -> Backend:
+    """The backend a new server is launched on: Slurm when sbatch options were given."""
+    options = options or BackendOptions()
+    if slurm_args is None:
+        return HostBackend(conn, options)
+    return SlurmBackend(conn, dataclasses.replace(options, sbatch_args=slurm_args))

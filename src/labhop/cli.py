@@ -10,7 +10,6 @@ import contextlib
 import json
 import logging
 import re
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -20,18 +19,18 @@ from typing import Any, NoReturn, TypeVar
 import click
 from click.core import ParameterSource
 
-from labhop import __version__, commands, gpus, profiles
+from labhop import __version__, commands, gpus, options
 from labhop.connection import Connection
-from labhop.errors import ConfigError, ExitStatus, LabhopError
-from labhop.remote import APPS, parse_env_spec
+from labhop.errors import ExitStatus, LabhopError
+from labhop.remote import APPS
 from labhop.ssh import Target
 from labhop.ui import UI
 
 F = TypeVar("F", bound=Callable[..., Any])
-_LOGGER = logging.getLogger(__name__)
 
-DEFAULT_IDLE_TIMEOUT = "6h"
-DEFAULT_START_TIMEOUT = "120s"
+DEFAULT_IDLE_TIMEOUT = str(options.BUILT_IN_DEFAULTS["idle_timeout"])
+DEFAULT_START_TIMEOUT = str(options.BUILT_IN_DEFAULTS["timeout"])
+DEFAULT_QUEUE_TIMEOUT = str(options.BUILT_IN_DEFAULTS["queue_timeout"])
 WATCH_INTERVAL_S = 2.0
 
 EXIT_CODES_HELP = """\b
@@ -55,17 +54,16 @@ Exit status:
 
 
 def parse_duration(text: str) -> int:
-    """'90', '90s', '30m', '4h', '1d' -> seconds; '0' disables."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 90s, 30m, 4h or 0")
-    value, unit = int(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    """'90', '90s', '30m', '4h', '1d' -> seconds; '0' disables (options.parse_duration)."""
+    try:
+        return options.parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def ssh_options(func: F) -> F:
     """The ssh options people already know; everything else comes from ~/.ssh/config."""
-    options = [
+    decorators = [
         click.option("-F", "config_file", metavar="FILE", help="ssh config file (ssh -F)."),
         click.option("-J", "jump", metavar="JUMP", help="Jump host(s), comma-separated (ssh -J)."),
         click.option("-i", "identity", metavar="KEY", multiple=True,
@@ -85,19 +83,53 @@ def ssh_options(func: F) -> F:
         click.option("--debug", is_flag=True,
                      help="Log every ssh command and remote answer; show tracebacks."),
     ]
-    for option in reversed(options):
-        func = option(func)
+    for decorator in reversed(decorators):
+        func = decorator(func)
     return func
 
 
-def make_target(host: str, params: dict[str, Any]) -> Target:
+# click's parameter name -> the config key (options.OPTIONS) of the same option.
+_OPTION_KEYS = {
+    "env_spec": "env", "app": "app", "gpu_spec": "gpus", "root_dir": "dir", "name": "name",
+    "port": "port", "no_browser": "no_browser", "keep": "keep",
+    "idle_timeout": "idle_timeout", "start_timeout": "timeout", "slurm_opts": "slurm",
+    "queue_timeout": "queue_timeout", "no_multiplex": "multiplex", "persist": "persist",
+}
+
+
+def typed_options(ctx: click.Context, keys: Sequence[str] = options.ALL_KEYS
+                  ) -> dict[str, options.Given]:
+    """The launch options (by config key) the user typed on this command line, with how
+    they were spelled there; a default click filled in is not typed."""
+    given: dict[str, options.Given] = {}
+    for param in ctx.command.params:
+        key = _OPTION_KEYS.get(param.name or "")
+        if key not in keys or ctx.get_parameter_source(param.name or "") is not (
+                ParameterSource.COMMANDLINE):
+            continue
+        value = ctx.params[param.name or ""]
+        if param.name == "no_multiplex":
+            value = not value  # the flag says what the config key `multiplex` denies
+        spelled = (max(param.opts, key=len) if isinstance(param, click.Option)
+                   else param.human_readable_name)
+        given[str(key)] = options.Given(value, spelled)
+    return given
+
+
+def resolve_options(host: str, keys: Sequence[str] = options.ALL_KEYS,
+                    from_file: Sequence[str] = options.ALL_KEYS) -> options.Options:
+    """This command's options for `host`: the command line, the config file, the built-ins
+    (see labhop.options); `keys` are those the command line may set."""
+    return options.resolve(host, typed_options(click.get_current_context(), keys),
+                           from_file=from_file)
+
+
+def make_target(host: str, params: dict[str, Any],
+                resolved: options.Options | None = None) -> Target:
     """The ssh target, with how to reach it (--no-multiplex, --persist) filled in from
     the config file where the command line leaves it out."""
-    profile = ProfileView(click.get_current_context(), host)
-    no_multiplex = params.get("no_multiplex")
-    multiplex = (not no_multiplex if no_multiplex is not None
-                 else profile.pick("no_multiplex", "multiplex", True))
-    persist = profile.duration("persist", "persist", params.get("persist") or "0")
+    if resolved is None:
+        resolved = resolve_options(host, options.CONNECTION_KEYS, options.CONNECTION_KEYS)
     return Target(
         host=host,
         config_file=params.get("config_file"),
@@ -106,8 +138,8 @@ def make_target(host: str, params: dict[str, Any]) -> Target:
         login=params.get("login"),
         port=params.get("ssh_port"),
         options=tuple(params.get("ssh_option") or ()),
-        multiplex=bool(multiplex),
-        persist_s=persist,
+        multiplex=resolved.multiplex,
+        persist_s=resolved.persist,
     )
 
 
@@ -170,16 +202,13 @@ def cli() -> None:
 @click.option("--slurm", "slurm_opts", metavar="'SBATCH OPTIONS'",
               help="Run Jupyter as a Slurm batch job; HOST is the login node and the "
                    "quoted options go to sbatch, e.g. --slurm '--gres=gpu:1 -t 4:00:00 -p gpu'.")
-@click.option("--queue-timeout", metavar="DURATION", default="15m", show_default=True,
+@click.option("--queue-timeout", metavar="DURATION", default=DEFAULT_QUEUE_TIMEOUT,
+              show_default=True,
               help="With --slurm: cancel the job if it is still pending after this long.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the URL and errors.")
 @ssh_options
 @click.pass_context
-def start(ctx: click.Context, host: str, env_spec: str | None, app: str, gpu_spec: str,
-          root_dir: str,
-          name: str, port: int | None, no_browser: bool, keep: bool, idle_timeout: str,
-          start_timeout: str, slurm_opts: str | None, queue_timeout: str, quiet: bool,
-          **params: Any) -> int:
+def start(ctx: click.Context, /, host: str, quiet: bool, **params: Any) -> int:
     """Start Jupyter on HOST, tunnel it here, and open the browser (the default command).
 
     Ctrl+C stops the server and its kernels and leaves nothing running on HOST
@@ -187,132 +216,26 @@ def start(ctx: click.Context, host: str, env_spec: str | None, app: str, gpu_spe
     Defaults per host come from ~/.config/labhop/config.toml ([hosts.HOST] and
     [defaults] tables with these options' names; see the README).
     """
-    profile = ProfileView(ctx, host)
-    env_spec = profile.pick("env_spec", "env", env_spec)
-    app = profile.pick("app", "app", app)
-    if app not in APPS:
-        raise ConfigError(f"app must be one of {', '.join(APPS)}, not {app!r} "
-                          f"({profile.source('app')})")
-    gpu_spec = profile.pick("gpu_spec", "gpus", gpu_spec)
-    root_dir = profile.pick("root_dir", "dir", root_dir)
-    name = profile.pick("name", "name", name)
-    port = profile.port(port)
-    no_browser = profile.pick("no_browser", "no_browser", no_browser)
-    keep = profile.pick("keep", "keep", keep)
-    slurm_opts = profile.pick("slurm_opts", "slurm", slurm_opts)
-    from labhop.session import Session, StartRequest  # noqa: PLC0415 -- keeps `ls` quick
+    resolved = resolve_options(host)  # what was typed, else the config file's; checked
+    from labhop import session  # noqa: PLC0415 -- keeps `ls` quick
 
-    request = StartRequest(
-        target=make_target(host, params),
-        app=app,
-        env=parse_env_spec(env_spec) if env_spec else None,
-        root_dir=root_dir,
-        name=_valid_name(name),
-        port=port,
-        open_browser=not no_browser,
-        keep=keep,
-        idle_timeout=profile.duration("idle_timeout", "idle_timeout", idle_timeout),
-        start_timeout=float(profile.duration("start_timeout", "timeout", start_timeout) or 1),
+    request = session.StartRequest(
+        target=make_target(host, params, resolved),
+        app=resolved.app,
+        env=resolved.env,
+        root_dir=resolved.dir,
+        name=resolved.name,
+        port=resolved.port,
+        open_browser=not resolved.no_browser,
+        keep=resolved.keep,
+        idle_timeout=resolved.idle_timeout,
+        start_timeout=float(resolved.timeout or 1),
         jupyter_args=tuple(ctx.obj.get("jupyter_args", ())),
-        slurm=_sbatch_args(slurm_opts),
-        queue_timeout=float(
-            profile.duration("queue_timeout", "queue_timeout", queue_timeout) or 1),
-        gpus=_gpu_spec(gpu_spec, slurm=slurm_opts is not None),
+        slurm=resolved.slurm,
+        queue_timeout=float(resolved.queue_timeout or 1),
+        gpus=resolved.gpus,
     )
-    return Session(request, UI(quiet=quiet)).run()
-
-
-class ProfileView:
-    """Option values with the config file filled in: a command-line option wins, then
-    [hosts.HOST], then [defaults], then the built-in default."""
-
-    def __init__(self, ctx: click.Context, host: str) -> None:
-        self.ctx = ctx
-        self.host = host
-        self.profiles = profiles.load()
-
-    def pick(self, param: str, key: str, value: Any) -> Any:
-        if self.ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
-            return value
-        found = self.profiles.lookup(self.host, key)
-        if found is None:
-            return value
-        _LOGGER.debug("%s = %r (from %s)", key, found[0], found[1])
-        return found[0]
-
-    def source(self, key: str) -> str:
-        found = self.profiles.lookup(self.host, key)
-        return found[1] if found else "the command line"
-
-    def duration(self, param: str, key: str, value: str) -> int:
-        text = self.pick(param, key, value)
-        try:
-            return parse_duration(text)
-        except click.BadParameter:
-            if text is value:
-                raise
-            raise ConfigError(f"{key} = {text!r} ({self.source(key)}) is not a duration like "
-                              "90s, 30m, 4h or 0") from None
-
-    def port(self, value: int | None) -> int | None:
-        port = self.pick("port", "port", value)
-        if port is not None and not 1 <= port <= 65535:
-            raise ConfigError(f"port must be 1-65535, not {port} ({self.source('port')})")
-        return port
-
-
-def _valid_name(name: str) -> str:
-    from labhop.session import validate_name  # noqa: PLC0415 -- keeps `ls` quick
-
-    return validate_name(name) if name else ""
-
-
-def _gpu_spec(text: str, *, slurm: bool) -> str:
-    """Check --gpus before connecting; the host's GPUs are checked once connected."""
-    if not text:
-        return ""
-    if slurm:
-        # Slurm decides which GPUs a job gets and sets CUDA_VISIBLE_DEVICES itself.
-        raise click.UsageError("--gpus is for a host you ssh into; with --slurm ask Slurm "
-                               "for GPUs, e.g. --slurm '--gres=gpu:1'")
-    gpus.parse_gpu_selection(text)
-    return text.strip()
-
-
-def _sbatch_args(text: str | None) -> tuple[str, ...] | None:
-    """--slurm's text as sbatch arguments, refusing those that would replace or break the
-    job labhop submits (its script, name, log and the job id it reads back)."""
-    if text is None:
-        return None
-    try:
-        args = tuple(shlex.split(text))
-    except ValueError as exc:
-        raise click.BadParameter(f"cannot split {text!r}: {exc}", param_hint="--slurm") from exc
-    log = "labhop keeps the job's log in its state directory (see labhop logs)"
-    # Long name -> (short letter, shortest abbreviation sbatch's getopt_long takes, why).
-    reserved = {
-        "wrap": ("", "wr", "labhop writes the job script itself"),
-        "output": ("o", "ou", log),
-        "error": ("e", "er", log),
-        "open-mode": ("", "op", log),
-        "job-name": ("J", "job-", "labhop names the job labhop-NAME (choose NAME with --name)"),
-        "parsable": ("", "pars", "labhop passes it itself to read the job id"),
-    }
-    for arg in args:
-        if arg.startswith("--"):
-            typed = arg[2:].partition("=")[0]
-            hits = [long for long, (_, shortest, _) in reserved.items()
-                    if typed.startswith(shortest) and long.startswith(typed)]
-        elif arg.startswith("-") and len(arg) > 1:
-            typed = arg[1]
-            hits = [long for long, (short, _, _) in reserved.items() if short == typed]
-        else:
-            continue
-        if hits:
-            option = arg.partition("=")[0] if arg.startswith("--") else arg[:2]
-            shown = option if option == f"--{hits[0]}" else f"{option} (--{hits[0]})"
-            raise ConfigError(f"--slurm cannot take {shown}: {reserved[hits[0]][2]}")
-    return args
+    return session.start(request, UI(quiet=quiet))
 
 
 @cli.command()
@@ -325,24 +248,27 @@ def _sbatch_args(text: str | None) -> tuple[str, ...] | None:
               show_default=True, help="How long to wait for the server to answer.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the URL and errors.")
 @ssh_options
-def attach(host: str, name: str, port: int | None, no_browser: bool, start_timeout: str,
-           quiet: bool, **params: Any) -> int:
+def attach(host: str, quiet: bool, **params: Any) -> int:
     """Tunnel to a server that is already running on HOST and open the browser.
 
     NAME may be left out when only one server runs there. Works from any laptop:
     everything needed is on HOST. Ctrl+C closes the tunnel; the server keeps running.
     """
-    from labhop.session import Session, StartRequest  # noqa: PLC0415 -- keeps `ls` quick
+    from labhop import session  # noqa: PLC0415 -- keeps `ls` quick
 
-    profile = ProfileView(click.get_current_context(), host)
-    request = StartRequest(
-        target=make_target(host, params),
-        name=_valid_name(name),
-        port=profile.port(port),
-        open_browser=not profile.pick("no_browser", "no_browser", no_browser),
-        start_timeout=float(parse_duration(start_timeout) or 1),
+    # NAME, --port, --no-browser, --timeout as typed; the config file supplies --port,
+    # --no-browser and how to connect (a config `name` or `timeout` is start's).
+    resolved = resolve_options(
+        host, ("name", "port", "no_browser", "timeout", *options.CONNECTION_KEYS),
+        from_file=("port", "no_browser", *options.CONNECTION_KEYS))
+    request = session.StartRequest(
+        target=make_target(host, params, resolved),
+        name=resolved.name,
+        port=resolved.port,
+        open_browser=not resolved.no_browser,
+        start_timeout=float(resolved.timeout or 1),
     )
-    return Session(request, UI(quiet=quiet), attach_only=True).run()
+    return session.attach(request, UI(quiet=quiet))
 
 
 def _local_time(iso: str) -> str:
@@ -409,7 +335,8 @@ def stop(host: str, name: str, stop_all: bool, **params: Any) -> int:
     NAME may be left out when only one server runs there.
     """
     if name and stop_all:
-        raise click.UsageError("give a NAME or --all, not both")
+        raise click.UsageError("give a NAME or --all, not both",
+                               ctx=click.get_current_context())
     ui = UI()
     stopped = commands.stop_servers(make_target(host, params), name, stop_all=stop_all, ui=ui)
     for item in stopped:
@@ -517,6 +444,22 @@ def _split_jupyter_args(args: list[str]) -> tuple[list[str], list[str]]:
     return args, []
 
 
+def _click_error(ui: UI, exc: click.ClickException, command: str) -> int:
+    """click's own complaint (missing HOST, unknown option, bad choice or number) as
+    labhop's one error line, plus where to read the command's options; exit 2."""
+    no_args_help = getattr(click.exceptions, "NoArgsIsHelpError", None)
+    if no_args_help is not None and isinstance(exc, no_args_help):
+        exc.show()  # plain `labhop`: the help, as before
+        return int(exc.exit_code)
+    ui.error(" ".join(exc.format_message().split()))
+    if isinstance(exc, click.UsageError):
+        # Some of click's parser errors carry no context; the subcommand is known anyway.
+        path = exc.ctx.command_path if exc.ctx is not None else (
+            f"labhop {command}" if command in cli.commands else "labhop")
+        sys.stderr.write(f"Try '{path} --help' for help.\n")
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args, jupyter_args = _split_jupyter_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
@@ -533,8 +476,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except click.exceptions.Abort:
         status = ExitStatus.INTERRUPTED
     except click.ClickException as exc:
-        exc.show()
-        status = exc.exit_code
+        status = _click_error(ui, exc, args[0] if args else "")
     except LabhopError as exc:
         if debug:
             logging.getLogger("labhop").exception("traceback")

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from labhop import connection, gpus, proc, remote, slurm
-from labhop.backends import HostBackend, script_failure
+from labhop.backends import Backend, HostBackend, backend_for_entry
 from labhop.connection import Connection
 from labhop.errors import LabhopError, ServerNotFoundError
 from labhop.ssh import Target
@@ -20,8 +20,9 @@ from labhop.ui import UI
 
 
 @contextlib.contextmanager
-def connected(target: Target, ui: UI | None = None) -> Iterator[HostBackend]:
-    """The host backend over the shared connection, for one command (see connection)."""
+def connected(target: Target, ui: UI | None = None) -> Iterator[Backend]:
+    """A backend over the shared connection, for one command (see connection): any one
+    reads the state directory that lists every backend's servers."""
     progress = ui.step if ui is not None else (lambda _message: None)
     with connection.connected(target, progress=progress) as conn:
         yield HostBackend(conn)
@@ -93,18 +94,13 @@ def list_servers(target: Target, *, ui: UI | None = None) -> tuple[list[ServerRo
 
 def fetch_gpus(conn: Connection) -> gpus.GpuReport:
     """What nvidia-smi on the host says now, with each GPU process's user and server."""
-    # The login environment: nvidia-smi (and CUDA) often come from modules or a PATH
-    # set in the login files.
-    result = conn.run_script(gpus.query_script(), login=True, timeout=60)
-    if result.returncode != 0:
-        raise script_failure(result.stdout, result.stderr, result.returncode,
-                             "querying the GPUs")
-    return gpus.parse_report(result.stdout)
+    return HostBackend(conn).gpus()
 
 
-def resolve_gpus(conn: Connection, spec: str, host: str) -> tuple[gpus.GpuChoice,
-                                                                    gpus.GpuReport]:
-    """`--gpus SPEC` checked against the host's GPUs (NoGpusError names those that exist).
+def resolve_gpus(backend: Backend, spec: str, host: str) -> tuple[gpus.GpuChoice,
+                                                                   gpus.GpuReport]:
+    """`--gpus SPEC` checked against the GPUs the backend sees (NoGpusError names those
+    that exist).
 
     Returns the choice (its CUDA_VISIBLE_DEVICES for the launch) and the report it was
     made from, which `gpu_summary` shows again once the server is ready.
@@ -112,7 +108,7 @@ def resolve_gpus(conn: Connection, spec: str, host: str) -> tuple[gpus.GpuChoice
     selection = gpus.parse_gpu_selection(spec)
     if selection.kind == "none":
         return gpus.choose(selection, gpus.GpuReport(), host, spec), gpus.GpuReport()
-    report = fetch_gpus(conn)
+    report = backend.gpus() or gpus.GpuReport(smi="missing")
     return gpus.choose(selection, report, host, spec), report
 
 
@@ -124,19 +120,20 @@ class GpuSummary:
     warning: str | None
 
 
-def gpu_summary(conn: Connection, chosen: tuple[gpus.GpuChoice, gpus.GpuReport] | None,
-                ) -> GpuSummary | None:
+def gpu_summary(backend: Backend, host: str,
+                chosen: tuple[gpus.GpuChoice, gpus.GpuReport] | None) -> GpuSummary | None:
     """The GPUs a started server uses (all of them without --gpus); None to show nothing.
 
     Without --gpus (`chosen` None) a host without nvidia-smi or GPUs is normal (a CPU
-    box): nothing is shown, and no failure of this query may spoil a ready server.
+    box), as is a backend whose GPUs are elsewhere (a job's node): nothing is shown, and
+    no failure of this query may spoil a ready server.
     """
     if chosen is None:
         try:
-            report = fetch_gpus(conn)
+            report = backend.gpus()
         except LabhopError:
             return None
-        if gpus.problem(report, conn.target.host):
+        if report is None or gpus.problem(report, host):
             return None
         choice = gpus.GpuChoice("", report.gpus)
     else:
@@ -168,7 +165,9 @@ def stop_servers(target: Target, name: str, *, stop_all: bool, ui: UI) -> list[S
             with ui.spinner(f"stopping '{entry.name}' (pid {entry.pid})"):
                 # grace 0: SIGTERM straight away, which is Jupyter's own clean shutdown
                 # (kernels shut down, checkpoints written); SIGKILL only if it hangs.
-                output = backend.stop(entry.name, grace_s=0)
+                # Through the backend that runs it, as its state record says (scancel
+                # for a Slurm job); SIGTERM straight away otherwise.
+                output = backend_for_entry(backend.conn, entry).stop(entry.name)
             signals = output.multi.get("signal", [])
             stopped.append(Stopped(entry.name, entry.pid, entry.kernels,
                                    "KILL" if "KILL" in signals else ""))

@@ -48,6 +48,13 @@ class LabhopError(Exception):
         self.details = details
 
 
+class CommandLineError(LabhopError):
+    """A bad value typed on the command line (the same value in the config file is a
+    ConfigError): the line names the option and what it takes."""
+
+    status = ExitStatus.USAGE
+
+
 class ConfigError(LabhopError):
     status = ExitStatus.CONFIG
 

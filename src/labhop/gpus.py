@@ -140,20 +140,41 @@ def parse_gpus(text: str) -> list[Gpu]:
 
 
 def parse_processes(text: str) -> list[GpuProcess]:
-    """`--query-compute-apps=APP_FIELDS` output -> processes (user and server left empty)."""
+    """`--query-compute-apps=APP_FIELDS` output -> processes (user and server left empty).
+
+    nvidia-smi prints a process name as it is, line breaks too: a row cut short (no
+    memory field yet) goes on over the lines that follow until one completes it, so
+    such a name comes back whole instead of as a row of its own.
+    """
     processes = []
-    for line in text.splitlines():
-        fields = _split(line.strip(), 2, 1)
-        if fields is None or not fields[1].strip().isdigit():
-            continue
-        uuid, pid, name, memory = fields
-        processes.append(GpuProcess(
-            gpu_uuid=uuid.strip(),
-            pid=int(pid),
-            process_name=_value(name) or "",
-            used_memory_mib=_number(memory),
-        ))
+    pending = ""
+    for line in text.split("\n"):
+        candidate = f"{pending}\n{line}" if pending else line
+        fields = _split(candidate.strip(), 2, 1)
+        if fields is not None and fields[1].strip().isdigit() and _is_memory(fields[3]):
+            uuid, pid, name, memory = fields
+            processes.append(GpuProcess(
+                gpu_uuid=uuid.strip(),
+                pid=int(pid),
+                process_name=_value(name) or "",
+                used_memory_mib=_number(memory),
+            ))
+            pending = ""
+        elif pending or _row_start(line):
+            pending = candidate
     return processes
+
+
+def _is_memory(text: str) -> bool:
+    text = text.strip()
+    return text.isdigit() or (text.startswith("[") and text.endswith("]"))
+
+
+def _row_start(line: str) -> bool:
+    """Whether `line` opens a process row: 'GPU-..., PID, ' (or MIG-...)."""
+    head = line.strip().split(", ", 2)
+    return (len(head) == 3 and head[0].startswith(("GPU-", "MIG-"))
+            and head[1].strip().isdigit())
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,19 +198,21 @@ smi() {
 server_id_of() {
     tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | sed -n 's/^LABHOP_SERVER_ID=//p' | head -n 1
 }
-each() { printf '%s\n' "$2" | while IFS= read -r line; do [ -n "$line" ] && out "$1=$line"; done; }
+# One `labhop:KEY=` line per line of $2, empty ones too: a process name that holds a
+# line break comes back whole (see parse_processes).
+each() { printf '%s\n' "$2" | while IFS= read -r line; do out "$1" "$line"; done; }
 main() {
-    out "user=$(id -un)"
-    smi_path=$(find_smi) || { out "nvidia-smi=missing"; exit 0; }
+    out user "$(id -un)"
+    smi_path=$(find_smi) || { out nvidia-smi missing; exit 0; }
     gpus=$(smi "--query-gpu=$gpu_fields" --format=csv,noheader,nounits 2>&1)
     status=$?
     if [ "$status" -ne 0 ]; then
-        out "nvidia-smi=failed"
-        out "status=$status"
-        out "message=$(printf '%s\n' "$gpus" | grep -v '^[[:space:]]*$' | head -n 1)"
+        out nvidia-smi failed
+        out status "$status"
+        out message "$(printf '%s\n' "$gpus" | grep -v '^[[:space:]]*$' | head -n 1)"
         exit 0
     fi
-    out "nvidia-smi=ok"
+    out nvidia-smi ok
     each gpu "$gpus"
     apps=$(smi "--query-compute-apps=$app_fields" --format=csv,noheader,nounits 2>/dev/null)
     each app "$apps"
@@ -198,50 +221,60 @@ main() {
     for pid in $(printf '%s\n' "$apps" | cut -d, -f2 | sort -u); do
         case $pid in ""|*[!0-9]*) continue ;; esac
         user=$(stat -c %U "/proc/$pid" 2>/dev/null) || user=$(ps -o user= -p "$pid" 2>/dev/null)
-        [ -n "$user" ] && out "owner=$pid $user"
+        [ -n "$user" ] && out owner "$pid $user"
         sid=
         [ -r "/proc/$pid/environ" ] && sid=$(server_id_of "$pid")
-        [ -n "$sid" ] && out "sid=$pid $sid"
+        [ -n "$sid" ] && out sid "$pid $sid"
     done
     for d in "$(state_root)"/*; do
-        [ -f "$d/id" ] && out "server=$(read_file "$d/id") ${d##*/}"
+        [ -f "$d/id" ] && out server "$(read_file "$d/id") ${d##*/}"
     done
     exit 0
 }
 """
 
 
-def query_script() -> str:
+def query_script() -> remote.Script:
     """The sh script that asks nvidia-smi about GPUs and processes (see `parse_report`)."""
     # remote's prelude and quoting, so every script speaks the same `labhop:` protocol.
     assignments = remote._assign(
         gpu_fields=GPU_FIELDS, app_fields=APP_FIELDS, smi_timeout=SMI_TIMEOUT_S)
-    return remote._script(assignments, _GPUS_BODY)
+    return remote._script(QUERY_KEYS, assignments, _GPUS_BODY)
 
 
-def _pairs(values: Iterable[str]) -> dict[str, str]:
+# What the query script prints (see remote.parse_output): one line per GPU, per process,
+# and per /proc lookup.
+QUERY_KEYS = remote.Keys(
+    "GPU query script",
+    single=frozenset(("user", "nvidia-smi", "status", "message", "error", "exit")),
+    lists=frozenset(("gpu", "app", "owner", "sid", "server")),
+)
+
+
+def _pairs(values: Iterable[str], *, strip: bool = True) -> dict[str, str]:
+    """'KEY REST' values -> {KEY: REST}; `strip=False` keeps REST exactly (a name)."""
     pairs = {}
     for value in values:
         key, _, rest = value.partition(" ")
         if key and rest:
-            pairs[key] = rest.strip()
+            pairs[key] = rest.strip() if strip else rest
     return pairs
 
 
 def parse_report(stdout: str) -> GpuReport:
     """The query script's output -> GPUs, and processes with their user and server."""
-    output = remote.parse_output(stdout)
+    output = remote.parse_output(stdout, QUERY_KEYS)
     user = output.get("user")
     state = output.get("nvidia-smi")
     if state in ("missing", "failed"):
         return GpuReport(user=user, smi=state, message=output.get("message"))
-    gpus = parse_gpus("\n".join(output.multi.get("gpu", [])))
-    owners = _pairs(output.multi.get("owner", []))
-    ids = _pairs(output.multi.get("sid", []))
-    servers = _pairs(output.multi.get("server", []))
+    gpus = parse_gpus("\n".join(output.multi["gpu"]))
+    owners = _pairs(output.multi["owner"])
+    ids = _pairs(output.multi["sid"])
+    servers = _pairs(output.multi["server"], strip=False)
     processes = [
         attribute(p, owners, ids, servers)
-        for p in parse_processes("\n".join(output.multi.get("app", [])))
+        for p in parse_processes("\n".join(output.multi["app"]))
     ]
     return GpuReport(gpus=tuple(gpus), processes=tuple(processes), user=user)
 

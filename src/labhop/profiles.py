@@ -9,7 +9,8 @@
     dir = "~/proj"
     gpus = "auto"
 
-Precedence: a command-line option > [hosts.HOST] > [defaults] > labhop's built-in default.
+Precedence: a command-line option > [hosts.HOST] > [defaults] > labhop's built-in default
+(`labhop.options` applies it and checks every value). Here: the file's shape and types.
 """
 
 from __future__ import annotations
@@ -62,13 +63,19 @@ class Profiles:
     defaults: dict[str, object] = field(default_factory=dict)
     hosts: dict[str, dict[str, object]] = field(default_factory=dict)
 
+    def locate(self, host: str, key: str) -> tuple[object, str] | None:
+        """(value, the table that sets it: "hosts.HOST" or "defaults") for `key` on `host`,
+        or None if no table sets it."""
+        if key in self.hosts.get(host, {}):
+            return self.hosts[host][key], f"hosts.{host}"
+        if key in self.defaults:
+            return self.defaults[key], "defaults"
+        return None
+
     def lookup(self, host: str, key: str) -> tuple[object, str] | None:
         """(value, where it came from) for `key` on `host`, or None if no profile sets it."""
-        if key in self.hosts.get(host, {}):
-            return self.hosts[host][key], f"[hosts.{host}] in {self.path}"
-        if key in self.defaults:
-            return self.defaults[key], f"[defaults] in {self.path}"
-        return None
+        found = self.locate(host, key)
+        return None if found is None else (found[0], f"[{found[1]}] in {self.path}")
 
 
 def load(path: Path | None = None) -> Profiles:

@@ -7,17 +7,22 @@ the token inside them is never on a command line.
 
 Protocol: a script prints machine-readable lines as `labhop:key=value` (anything else,
 such as output of the user's login files, is ignored) and exits with a sentinel code
-from `Exit` when it fails for a reason the user can fix.
+from `Exit` when it fails for a reason the user can fix. Every value is escaped (`out`
+in the prelude: printable ASCII, `%XX` for `%` and every other byte), so a file name, a
+log line or a process name can never print a line of its own; the parser decodes, and
+refuses a key that its script prints once appearing twice, or one it never prints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from labhop.errors import ConfigError
+from labhop.errors import ConfigError, RemoteError
 
 APPS = ("lab", "notebook", "server")
 ENV_KINDS = ("conda", "mamba", "micromamba", "venv", "module", "cmd")
@@ -76,48 +81,174 @@ class LaunchRequest:
     cuda_visible_devices: str = ""
 
 
+# What each script prints: see `parse_output`.
+# Printed by `fail` in every script.
+_FAILURE_KEYS = ("error", "exit")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The `labhop:` keys one script prints: `single` ones at most once each, `lists`
+    any number of times; `log` when a raw log tail may follow `labhop:log-begin`."""
+
+    script: str  # for messages: "start script"
+    single: frozenset[str]
+    lists: frozenset[str] = frozenset()
+    log: bool = False
+
+
+def _keys(script: str, single: str, lists: str = "", *, log: bool = False) -> Keys:
+    return Keys(script, frozenset((*single.split(), *_FAILURE_KEYS)),
+                frozenset(lists.split()), log)
+
+
+LAUNCH_KEYS = _keys("start script", "existing pid endpoint node token")
+STATUS_KEYS = _keys("status script", "known alive listening", log=True)
+STOP_KEYS = _keys("stop script", "known was_running stopped", "signal swept")
+LOGS_KEYS = _keys("log script", "known", log=True)
+OWNER_KEYS = _keys("owner script", "owner")
+SUBMIT_KEYS = _keys("job submission script", "existing jobid token")
+# The batch job prints only `fail`'s lines, into its log; it also leaves them in its state
+# (`failure`), which is where the job status script reads them from.
+JOB_KEYS = _keys("Slurm job script", "")
+JOB_STATUS_KEYS = _keys("job status script",
+                        "known jobid job endpoint pid node job_exit job_error", log=True)
+# `list_script`: outside its entries, and inside one (between `begin=NAME`, `end=NAME`).
+LIST_KEYS = _keys("list script", "", "cleaned begin end")
+ENTRY_KEYS = frozenset(
+    ("pid", "endpoint", "node", "root", "owner", "kernels", "token", "record", "jobid", "job"))
+
+
+class Script(str):
+    """A script's text, carrying the `Keys` of what it prints (see `parse_output`)."""
+
+    keys: Keys
+
+    def __new__(cls, text: str, keys: Keys) -> Script:
+        script = super().__new__(cls, text)
+        script.keys = keys
+        return script
+
+
 # ---------------------------------------------------------------------------------------
 # Shared shell functions. `main` is always a function so sh reads the whole script before
 # running any of it: a child that read stdin could otherwise eat the rest of the script.
 _PRELUDE = r"""
 umask 077
 proc_dir=/proc
-out() { printf 'labhop:%s\n' "$*"; }
+# Where the node-local run directory lives (see run_base); a test points it elsewhere.
+run_root=/tmp
+# A cd that used $CDPATH would print where it went, into a $(...) that reads a path.
+unset CDPATH
+nl='
+'
+# The protocol (see parse_output): `out KEY VALUE` prints `labhop:KEY=VALUE` on a line of
+# its own, VALUE escaped so that it is printable ASCII: every byte outside 0x20..0x7e, and
+# `%` itself, becomes %XX (two upper-case hex digits). No value can end its line, so none
+# can start a `labhop:` line of its own. Values made only of safe characters skip od/awk.
+esc_awk='BEGIN { for (i = 32; i < 127; i++) c[i] = sprintf("%c", i); h = "0123456789ABCDEF" }
+{ s = ""
+  for (i = 1; i <= NF; i++) {
+      b = $i + 0
+      if (b >= 32 && b < 127 && b != 37) s = s c[b]
+      else s = s "%" substr(h, int(b / 16) + 1, 1) substr(h, b % 16 + 1, 1)
+  }
+  printf "%s", s }'
+out() {
+    case ${2-} in
+        *[!\ ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:@,+=-]*)
+            printf 'labhop:%s=' "$1"
+            printf '%s' "$2" | od -A n -v -t u1 | awk "$esc_awk"
+            printf '\n' ;;
+        *) printf 'labhop:%s=%s\n' "$1" "${2-}" ;;
+    esac
+}
+# Everything after this line is the raw tail of a log (see parse_output).
+log_begin() { printf 'labhop:log-begin\n'; }
 fail() {
-    code=$1; shift; out "error=$*"; out "exit=$code"
+    code=$1; shift; out error "$*"; out exit "$code"
+    # A Slurm job's failure is read from its state by the login node (see job status).
+    [ -n "${fail_file:-}" ] && printf '%s\n%s\n' "$code" "$*" > "$fail_file"
     # A launch that fails leaves no half-made state behind (see cleanup_dir in main).
     [ -n "${cleanup_dir:-}" ] && rm -rf "$cleanup_dir"
+    [ -n "${cleanup_rundir:-}" ] && rmdir "$cleanup_rundir" 2>/dev/null
     exit "$code"
 }
 nap() { sleep 0.2 2>/dev/null || sleep 1; }
 state_root() { printf '%s/labhop/servers' "${XDG_STATE_HOME:-$HOME/.local/state}"; }
+# Values that must come back exactly (a folder's name may end in a newline, which $(...)
+# would strip) are saved with one newline added and loaded into $got without it.
+save() { printf '%s\n' "$2" > "$1"; }
+load() {
+    got=
+    [ -f "$1" ] || return 1
+    got=$(cat "$1" 2>/dev/null; printf x)
+    got=${got%x}; got=${got%"$nl"}
+}
+out_file() { load "$2" || got=; out "$1" "$got"; }
+# The numeric owner of $1 (not following a symlink), as `ls -n` shows it.
+owner_of() { set -f; set -- $(ls -ldn "$1" 2>/dev/null); set +f; printf '%s' "${3-}"; }
+# True when $1 is a directory (not a symlink) that only we can enter: ours, mode 0700,
+# no ACL (ls marks one with `+`).
+private_dir() {
+    [ -d "$1" ] && [ ! -L "$1" ] && [ "$(owner_of "$1")" = "$(id -u)" ] || return 1
+    case $(ls -ldn "$1" 2>/dev/null) in "drwx------ "*|"drwx------. "*|"drwx------@ "*) return 0 ;; esac
+    return 1
+}
 # Node-local, private: a socket on a shared home cannot be reached from other nodes, and
 # $XDG_RUNTIME_DIR is deleted by logind when the user's last session ends, which would
 # take the socket of a server that is meant to outlive this connection with it.
+# $run_root/labhop-UID when that is a private directory of ours; when someone else took
+# that name first (or it is a symlink, or not private), a fresh directory whose name
+# cannot be guessed. Each launch records the one it got (see rundir_of).
 run_base() {
-    d="/tmp/labhop-$(id -u)"
+    d=$run_root/labhop-$(id -u)
     mkdir -m 700 "$d" 2>/dev/null
-    [ -d "$d" ] && [ -O "$d" ] && [ ! -L "$d" ] || return 1
-    chmod 700 "$d"
+    [ -d "$d" ] && [ ! -L "$d" ] && [ "$(owner_of "$d")" = "$(id -u)" ] && chmod 700 "$d" 2>/dev/null
+    private_dir "$d" && { printf '%s' "$d"; return 0; }
+    d=$(mktemp -d "$run_root/labhop-$(id -u).XXXXXXXX" 2>/dev/null) || {
+        d=$run_root/labhop-$(id -u).$(od -A n -N 8 -t x1 /dev/urandom 2>/dev/null | tr -d ' \n')
+        mkdir -m 700 "$d" 2>/dev/null || return 1
+    }
+    private_dir "$d" || return 1
     printf '%s' "$d"
 }
+# Sets $rundir to the run directory the server of state $1 recorded (launches before
+# labhop recorded it used the usual one). Only a directory right under $run_root named
+# like ours is believed.
+rundir_of() {
+    base=$run_root/labhop-$(id -u)
+    load "$1/rundir" || got=
+    case $got in "$base"|"$base".*) rundir=$got ;; *) rundir=$base ;; esac
+    case ${rundir#"$base"} in *"/"*|*"$nl"*) rundir=$base ;; esac
+}
+# Remove what server $2 (of state $1) left in its run directory: its Jupyter runtime dir
+# (cookie secret, connection files), and the directory itself when it was a fallback.
+drop_rundir() {
+    case $2 in ""|*/*|.|..) return 0 ;; esac
+    rundir_of "$1"
+    rm -rf "$rundir/$2.rt"
+    [ "$rundir" = "$run_root/labhop-$(id -u)" ] || rmdir "$rundir" 2>/dev/null
+    return 0
+}
+# Sets $resolved to path $1 with a leading ~ expanded (a variable, not printed: $(...)
+# would strip a newline that ends the name).
 expand_path() {
     case $1 in
-        "~") printf '%s' "$HOME" ;;
-        "~/"*) printf '%s/%s' "$HOME" "${1#"~/"}" ;;
-        *) printf '%s' "$1" ;;
+        "~") resolved=$HOME ;;
+        "~/"*) resolved=$HOME/${1#"~/"} ;;
+        *) resolved=$1 ;;
     esac
 }
 # A path typed as ~/x on the laptop arrives expanded with the laptop's home; if that does
-# not exist here, read it relative to this home instead.
+# not exist here, read it relative to this home instead. Sets $resolved.
 remote_path() {
-    p=$(expand_path "$1")
-    if [ ! -e "$p" ] && [ -n "$local_home" ]; then
-        case $p in
-            "$local_home"/*) alt="$HOME/${p#"$local_home"/}"; [ -e "$alt" ] && p=$alt ;;
+    expand_path "$1"
+    if [ ! -e "$resolved" ] && [ -n "$local_home" ]; then
+        case $resolved in
+            "$local_home"/*) alt="$HOME/${resolved#"$local_home"/}"; [ -e "$alt" ] && resolved=$alt ;;
         esac
     fi
-    printf '%s' "$p"
 }
 # True when pid $1 is alive and proven to be the server with id $2 whose state directory
 # is $3: its environment holds the id or, where that cannot be read (no /proc: macOS,
@@ -164,8 +295,7 @@ end_owner() {
 # empty once the job has ended.
 job_line() { squeue -h -j "$1" -o '%T|%r|%N|%L' 2>/dev/null | head -n 1; }
 is_slurm() { [ "$(read_file "$1/backend")" = slurm ]; }
-# Everything after this marker is the raw tail of a log (see parse_output).
-log_tail() { out "log-begin"; tail -n "$log_lines" "$1" 2>/dev/null; }
+log_tail() { log_begin; tail -n "$log_lines" "$1" 2>/dev/null; }
 """
 
 _ACTIVATE = r"""
@@ -183,29 +313,31 @@ find_conda_sh() {
     [ -f "$root/etc/profile.d/conda.sh" ] && printf '%s' "$root/etc/profile.d/conda.sh"
 }
 activate_err() { tail -n 1 "$state/activate.err" 2>/dev/null | tr -d '\r'; }
+# The environment's own code (activate scripts, hooks, module files, --env cmd:) runs with
+# its stdout on stderr: only this script speaks the `labhop:` protocol on stdout.
 activate() {
     : > "$state/activate.err"
     case $env_kind in
         "") env_prefix= ;;
         venv)
-            p=$(remote_path "$env_value")
+            remote_path "$env_value"; p=$resolved
             [ -f "$p/bin/activate" ] || fail 90 "no virtualenv at $p on $(hostname) (bin/activate is missing); create it with python3 -m venv $p"
-            VIRTUAL_ENV_DISABLE_PROMPT=1 . "$p/bin/activate" 2>"$state/activate.err" \
+            VIRTUAL_ENV_DISABLE_PROMPT=1 . "$p/bin/activate" >&2 2>"$state/activate.err" \
                 || fail 90 "activating venv $p failed: $(activate_err)"
             env_prefix=$p ;;
         conda|mamba)
             f=$(find_conda_sh) || fail 90 "conda not found on $(hostname): no etc/profile.d/conda.sh under \$CONDA_EXE or the usual install roots (~/miniforge3, ~/miniconda3, ~/anaconda3, /opt/conda)"
-            . "$f" 2>"$state/activate.err" || fail 90 "sourcing $f failed: $(activate_err)"
-            conda activate "$env_value" 2>"$state/activate.err" \
+            . "$f" >&2 2>"$state/activate.err" || fail 90 "sourcing $f failed: $(activate_err)"
+            conda activate "$env_value" >&2 2>"$state/activate.err" \
                 || fail 90 "conda environment '$env_value' not found on $(hostname) ($(activate_err)); list them with: conda env list"
             env_prefix=${CONDA_PREFIX:-} ;;
         micromamba)
             mm=${MAMBA_EXE:-$(command -v micromamba 2>/dev/null)}
             [ -n "$mm" ] || { [ -x "$HOME/.local/bin/micromamba" ] && mm=$HOME/.local/bin/micromamba; }
             [ -n "$mm" ] || fail 90 "micromamba not found on $(hostname) (not on the login PATH, no \$MAMBA_EXE)"
-            eval "$("$mm" shell hook --shell posix 2>"$state/activate.err")" \
+            eval "$("$mm" shell hook --shell posix 2>"$state/activate.err")" >&2 \
                 || fail 90 "micromamba shell hook failed: $(activate_err)"
-            micromamba activate "$env_value" 2>"$state/activate.err" \
+            micromamba activate "$env_value" >&2 2>"$state/activate.err" \
                 || fail 90 "micromamba environment '$env_value' not found on $(hostname) ($(activate_err))"
             env_prefix=${CONDA_PREFIX:-} ;;
         module)
@@ -219,11 +351,11 @@ activate() {
             command -v module >/dev/null 2>&1 || fail 90 "the module command is not available on $(hostname) (no Environment Modules or Lmod found)"
             # Split on commas only: with globbing off, module:'*' stays a literal name.
             old_ifs=$IFS; IFS=,; set -f; set -- $env_value; set +f; IFS=$old_ifs
-            module load "$@" 2>"$state/activate.err" \
+            module load "$@" >&2 2>"$state/activate.err" \
                 || fail 90 "module load $* failed on $(hostname): $(activate_err)"
             env_prefix= ;;
         cmd)
-            eval "$env_value" 2>"$state/activate.err" \
+            eval "$env_value" >&2 2>"$state/activate.err" \
                 || fail 90 "the --env command failed on $(hostname): $(activate_err)"
             env_prefix= ;;
     esac
@@ -266,9 +398,11 @@ prepare_jupyter() {
             *) fail 91 "jupyter-$app is not installed$env_label on $(hostname) (the one on PATH, $exe_path, belongs to another environment); install it there: pip install $pip_name" ;;
         esac
     fi
-    if [ -n "$root_dir" ]; then root=$(remote_path "$root_dir"); else root=$HOME; fi
+    if [ -n "$root_dir" ]; then remote_path "$root_dir"; root=$resolved; else root=$HOME; fi
     [ -d "$root" ] || fail 92 "server root $root does not exist on $(hostname); create it or pick another --dir"
-    root=$(cd "$root" && pwd -P) || fail 92 "cannot enter $root on $(hostname)"
+    # The x keeps a newline that ends the folder's name (pwd adds one more).
+    root=$(cd -- "$root" && pwd -P && printf x) || fail 92 "cannot enter $root on $(hostname)"
+    root=${root%x}; root=${root%"$nl"}
     py=$(dirname "$exe_path")/python
     [ -x "$py" ] || py=$(command -v python3 2>/dev/null) || py=
     flavour=
@@ -286,7 +420,7 @@ main() {
         fail 93 "'$name' runs as Slurm job $(read_file "$state/jobid"); use labhop attach for it, or pick another --name"
     fi
     if [ -f "$state/pid" ] && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")" "$state"; then
-        out "existing=1"
+        out existing 1
         report "$state"
         exit 0
     fi
@@ -297,7 +431,9 @@ main() {
     printf '%s' "$server_id" > "$state/id"
     prepare_jupyter 127.0.0.1
     rundir=$(run_base) \
-        || fail 93 "/tmp/labhop-$(id -u) on $(hostname) is not a private directory of yours; remove it and retry"
+        || fail 93 "cannot create a private directory under $run_root on $(hostname)"
+    [ "$rundir" = "$run_root/labhop-$(id -u)" ] || cleanup_rundir=$rundir
+    save "$state/rundir" "$rundir"
     sock=$rundir/$server_id.sock
     if [ "$transport" = unix ] && [ ${#sock} -gt $max_sock ]; then
         transport=tcp
@@ -321,7 +457,7 @@ main() {
     eval "set -- \"\$@\" $jupyter_args"
     printf '%s' "$token" > "$state/token"
     printf '%s\n' "$endpoint" > "$state/endpoint"
-    printf '%s\n' "$root" > "$state/root"
+    save "$state/root" "$root"
     hostname > "$state/node"
     printf '%s\n' "$record" > "$state/launch.json"
     # --gpus counts GPUs as nvidia-smi does (PCI bus order); CUDA's default order differs.
@@ -340,34 +476,34 @@ main() {
     # file, so whoever sees the pid sees its start too.
     proc_start "$pid" > "$state/start"
     printf '%s\n' "$pid" > "$state/pid"
-    cleanup_dir=
+    cleanup_dir= cleanup_rundir=
     # Until setsid has exec'd Jupyter, /proc/PID/environ still shows this shell's
     # environment; wait for it so the next step recognises the server as ours.
     n=0
     while ! is_ours "$pid" "$server_id" "$state" && kill -0 "$pid" 2>/dev/null && [ "$n" -lt 25 ]; do
         nap; n=$((n + 1))
     done
-    out "existing=0"
+    out existing 0
     report "$state"
 }
 report() {
-    out "pid=$(read_file "$1/pid")"
-    out "endpoint=$(read_file "$1/endpoint")"
-    out "node=$(read_file "$1/node")"
-    out "token=$(read_file "$1/token")"
+    out pid "$(read_file "$1/pid")"
+    out_file endpoint "$1/endpoint"
+    out node "$(read_file "$1/node")"
+    out token "$(read_file "$1/token")"
 }
 """
 
 _STATUS_BODY = r"""
 main() {
     state=$(state_root)/$name
-    [ -d "$state" ] || { out "known=0"; exit 0; }
-    out "known=1"
+    [ -d "$state" ] || { out known 0; exit 0; }
+    out known 1
     pid=$(read_file "$state/pid")
-    if is_ours "$pid" "$(read_file "$state/id")" "$state"; then out "alive=1"; else out "alive=0"; fi
-    endpoint=$(read_file "$state/endpoint")
-    case $endpoint in
-        unix:*) if [ -S "${endpoint#unix:}" ]; then out "listening=1"; else out "listening=0"; fi ;;
+    if is_ours "$pid" "$(read_file "$state/id")" "$state"; then out alive 1; else out alive 0; fi
+    load "$state/endpoint" || got=
+    case $got in
+        unix:*) if [ -S "${got#unix:}" ]; then out listening 1; else out listening 0; fi ;;
     esac
     if [ "$with_log" = 1 ]; then log_tail "$state/log"; fi
 }
@@ -382,7 +518,7 @@ sweep() {
         [ "$p" = "$$" ] && continue
         [ -r "$d/environ" ] || continue
         tr '\0' '\n' < "$d/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$id" \
-            && kill "-$1" "$p" 2>/dev/null && out "swept=$p"
+            && kill "-$1" "$p" 2>/dev/null && out swept "$p"
     done
 }
 wait_gone() {
@@ -396,52 +532,52 @@ wait_gone() {
 # A Slurm job: scancel makes Slurm send SIGTERM (Jupyter's clean stop), then SIGKILL
 # after KillWait; wait until the job has left the queue.
 stop_job() {
-    out "known=1"
+    out known 1
     jid=$(read_file "$state/jobid")
     if [ -n "$(job_line "$jid")" ]; then
-        out "was_running=1"
-        scancel "$jid" 2>/dev/null && out "signal=scancel"
+        out was_running 1
+        scancel "$jid" 2>/dev/null && out signal scancel
         n=0
         while [ -n "$(job_line "$jid")" ] && [ "$n" -lt 300 ]; do nap; n=$((n + 1)); done
     else
-        out "was_running=0"
+        out was_running 0
     fi
     end_owner "$state"
     # The job removes its runtime dir (with the cookie secret) on its node as it ends;
     # this catches a job killed before it could, where that node shares this /tmp.
-    [ -n "$id" ] && rm -rf "/tmp/labhop-$(id -u)/$id.rt"
+    drop_rundir "$state" "$id"
     if [ "$keep_log" = 1 ]; then rm -f "$state/token" "$state/pid" "$state/start"; else rm -rf "$state"; fi
-    out "stopped=1"
+    out stopped 1
     exit 0
 }
 main() {
     state=$(state_root)/$name
-    [ -d "$state" ] || { out "known=0"; exit 0; }
+    [ -d "$state" ] || { out known 0; exit 0; }
     id=$(read_file "$state/id")
     if [ -n "$expect_id" ]; then
         # Only the launch with this id may be stopped; it may still be activating.
-        [ "$id" = "$expect_id" ] || { out "known=0"; exit 0; }
+        [ "$id" = "$expect_id" ] || { out known 0; exit 0; }
         is_slurm "$state" && stop_job
         n=0
         while [ -d "$state" ] && [ ! -s "$state/pid" ] && [ "$n" -lt 150 ]; do nap; n=$((n + 1)); done
-        [ -d "$state" ] || { out "known=0"; exit 0; }
+        [ -d "$state" ] || { out known 0; exit 0; }
     fi
     is_slurm "$state" && stop_job
-    out "known=1"
+    out known 1
     pid=$(read_file "$state/pid")
     if is_ours "$pid" "$id" "$state"; then
-        out "was_running=1"
+        out was_running 1
         # The laptop asked Jupyter to shut down through /api/shutdown already when it
         # could; give that a moment, then SIGTERM (Jupyter's clean path), then SIGKILL.
         if ! wait_gone "$grace_ticks"; then
-            kill -TERM "$pid" 2>/dev/null && out "signal=TERM"
+            kill -TERM "$pid" 2>/dev/null && out signal TERM
             if ! wait_gone "$term_ticks"; then
-                kill -KILL "$pid" 2>/dev/null && out "signal=KILL"
+                kill -KILL "$pid" 2>/dev/null && out signal KILL
                 wait_gone 25
             fi
         fi
     else
-        out "was_running=0"
+        out was_running 0
     fi
     if [ -r "$proc_dir/self/environ" ] && [ -n "$id" ]; then
         sweep TERM
@@ -449,15 +585,16 @@ main() {
         sweep KILL
     fi
     end_owner "$state"
-    endpoint=$(read_file "$state/endpoint")
-    case $endpoint in unix:*) rm -f "${endpoint#unix:}" ;; esac
-    [ -n "$id" ] && rm -rf "/tmp/labhop-$(id -u)/$id.rt"
+    # The socket path the launch recorded, never a guess: it may be in a fallback dir.
+    load "$state/endpoint" || got=
+    case $got in unix:*) rm -f "${got#unix:}" ;; esac
+    drop_rundir "$state" "$id"
     if [ "$keep_log" = 1 ]; then
         rm -f "$state/token" "$state/pid" "$state/start"
     else
         rm -rf "$state"
     fi
-    out "stopped=1"
+    out stopped 1
 }
 """
 
@@ -486,30 +623,32 @@ describe() {
     if [ -z "$alive" ]; then
         # Died, culled for idleness, or the host rebooted: never show it as running.
         if [ -s "$state/pid" ] || [ ! -f "$state/id" ]; then
+            drop_rundir "$state" "$id"
             rm -rf "$state"
-            out "cleaned=$entry"
+            out cleaned "$entry"
         fi
         return 0
     fi
-    out "begin=$entry"
-    out "pid=$pid"
-    out "endpoint=$(read_file "$state/endpoint")"
-    out "node=$(read_file "$state/node")"
-    out "root=$(read_file "$state/root")"
+    # One block per server: a value (escaped, see out) can neither end it nor open another.
+    out begin "$entry"
+    out pid "$pid"
+    out_file endpoint "$state/endpoint"
+    out node "$(read_file "$state/node")"
+    out_file root "$state/root"
     if live_owner "$state" >/dev/null; then
-        out "owner=$(read_file "$state/owner-client")"
+        out_file owner "$state/owner-client"
     else
-        out "owner="
+        out owner ""
     fi
     if [ -n "$job" ]; then
-        out "jobid=$(read_file "$state/jobid")"
-        out "job=$job"
+        out jobid "$(read_file "$state/jobid")"
+        out job "$job"
     elif [ "$with_kernels" = 1 ] && [ -r "$proc_dir/self/environ" ]; then
-        out "kernels=$(count_kernels "$pid" "$id")"
+        out kernels "$(count_kernels "$pid" "$id")"
     fi
-    [ "$with_token" = 1 ] && out "token=$(read_file "$state/token")"
-    out "record=$(head -n 1 "$state/launch.json" 2>/dev/null)"
-    out "end=$entry"
+    [ "$with_token" = 1 ] && out token "$(read_file "$state/token")"
+    out record "$(head -n 1 "$state/launch.json" 2>/dev/null)"
+    out end "$entry"
 }
 main() {
     root=$(state_root)
@@ -530,8 +669,8 @@ main() {
     end_owner "$state"
     me="$$ $(proc_start $$)"
     printf '%s\n' "$me" > "$state/owner"
-    printf '%s\n' "$client" > "$state/owner-client"
-    out "owner=$$"
+    save "$state/owner-client" "$client"
+    out owner "$$"
     # Held open by the labhop that owns the server: EOF means it has gone. `read` is a
     # builtin, so this session is one process, and ending it (end_owner) ends it all.
     while IFS= read -r _line; do :; done
@@ -542,7 +681,7 @@ main() {
 _LOGS_BODY = r"""
 main() {
     state=$(state_root)/$name
-    [ -f "$state/log" ] || { out "known=0"; exit 0; }
+    [ -f "$state/log" ] || { out known 0; exit 0; }
     if [ "$follow" = 1 ]; then
         tail -n "$lines" -f "$state/log" &
         t=$!
@@ -550,6 +689,7 @@ main() {
         while IFS= read -r _line; do :; done
         kill "$t" 2>/dev/null
     else
+        log_begin
         tail -n "$lines" "$state/log"
     fi
 }
@@ -560,8 +700,8 @@ def _assign(**values: object) -> str:
     return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
 
 
-def _script(assignments: str, *bodies: str) -> str:
-    return "\n".join((_PRELUDE, assignments, *bodies, "main\n"))
+def _script(keys: Keys, assignments: str, *bodies: str) -> Script:
+    return Script("\n".join((_PRELUDE, assignments, *bodies, "main\n")), keys)
 
 
 def _env_label(env: EnvSpec | None) -> str:
@@ -573,9 +713,10 @@ def cull_interval(idle_timeout: int) -> int:
     return max(5, min(300, idle_timeout // 4))
 
 
-def launch_script(request: LaunchRequest) -> str:
+def launch_script(request: LaunchRequest) -> Script:
     """Start the named server detached, or report the one already running under that name."""
-    return _script(_assign(**launch_values(request)), _ACTIVATE, _PREPARE, _LAUNCH_BODY)
+    return _script(LAUNCH_KEYS, _assign(**launch_values(request)), _ACTIVATE, _PREPARE,
+                   _LAUNCH_BODY)
 
 
 def launch_values(request: LaunchRequest) -> dict[str, object]:
@@ -605,14 +746,14 @@ def launch_values(request: LaunchRequest) -> dict[str, object]:
     )
 
 
-def status_script(name: str, *, with_log: bool = False, log_lines: int = 30) -> str:
+def status_script(name: str, *, with_log: bool = False, log_lines: int = 30) -> Script:
     """Is the named server alive, is its socket there; optionally its log tail."""
     assignments = _assign(name=name, with_log=int(with_log), log_lines=log_lines)
-    return _script(assignments, _STATUS_BODY)
+    return _script(STATUS_KEYS, assignments, _STATUS_BODY)
 
 
 def stop_script(name: str, *, grace_s: float = 5.0, term_s: float = 10.0,
-                keep_log: bool = False, expect_id: str = "") -> str:
+                keep_log: bool = False, expect_id: str = "") -> Script:
     """Stop the named server (waiting, then SIGTERM, then SIGKILL by PID) and clean up.
 
     With `expect_id`, stop it only if it is that launch (and wait for its pid file).
@@ -624,23 +765,149 @@ def stop_script(name: str, *, grace_s: float = 5.0, term_s: float = 10.0,
         term_ticks=int(term_s / 0.2),
         keep_log=int(keep_log),
     )
-    return _script(assignments, _STOP_BODY)
+    return _script(STOP_KEYS, assignments, _STOP_BODY)
 
 
 def list_script(name: str = "", *, with_token: bool = False,
-                with_kernels: bool = True) -> str:
+                with_kernels: bool = True) -> Script:
     """Describe every running server (or just `name`); clean entries whose server is gone."""
     assignments = _assign(name=name, with_token=int(with_token), with_kernels=int(with_kernels))
-    return _script(assignments, _LIST_BODY)
+    return _script(LIST_KEYS, assignments, _LIST_BODY)
 
 
-def owner_script(name: str, client: str) -> str:
+def owner_script(name: str, client: str) -> Script:
     """Mark the server as attached for as long as this script's stdin stays open."""
-    return _script(_assign(name=name, client=client), _OWNER_BODY)
+    return _script(OWNER_KEYS, _assign(name=name, client=client), _OWNER_BODY)
 
 
-def logs_script(name: str, *, lines: int = 100, follow: bool = False) -> str:
-    return _script(_assign(name=name, lines=lines, follow=int(follow)), _LOGS_BODY)
+def logs_script(name: str, *, lines: int = 100, follow: bool = False) -> Script:
+    """The log's last `lines` after `labhop:log-begin`; with `follow`, raw, until EOF."""
+    return _script(LOGS_KEYS, _assign(name=name, lines=lines, follow=int(follow)), _LOGS_BODY)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading what a script printed.
+#
+# A line `labhop:KEY=VALUE` is a field; VALUE is printable ASCII in which `%XX` (two hex
+# digits) stands for one byte, the bytes spelling UTF-8 text (see `out` in the prelude).
+# `labhop:log-begin` ends the fields: the rest is the raw tail of a log. Other lines
+# (the user's login files, an environment's activation) are ignored. Each script
+# declares the keys it prints (`Keys`); a key printed twice, or one the script does not
+# print, means the output is not what the script wrote, so it is refused, never guessed.
+
+_KEY = re.compile(r"[a-z][a-z0-9_-]*")
+_ESCAPED = re.compile(r"(?:[\x20-\x24\x26-\x7e]|%[0-9A-Fa-f]{2})*")
+_LOG_BEGIN = "log-begin"
+
+
+def encode_value(text: str) -> str:
+    """What `out` in the scripts prints for `text` (for tests and for symmetry)."""
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x25 else f"%{b:02X}"
+                   for b in text.encode("utf-8", errors="surrogateescape"))
+
+
+def decode_value(text: str) -> str:
+    """A field's value as the script had it. ValueError when it is not in our form."""
+    if not _ESCAPED.fullmatch(text):
+        raise ValueError(f"not an escaped value: {text[:80]!r}")
+    raw = bytearray()
+    parts = text.split("%")
+    raw += parts[0].encode("ascii")
+    for part in parts[1:]:
+        raw.append(int(part[:2], 16))
+        raw += part[2:].encode("ascii")
+    return raw.decode("utf-8", errors="replace")
+
+
+def _protocol_error(keys: Keys | None, problem: str) -> RemoteError:
+    script = keys.script if keys is not None else "remote script"
+    return RemoteError(
+        f"the remote {script} printed {problem}; that is not what labhop's script writes "
+        "(a login file, or a file name, may have printed it), so labhop stops here; run "
+        "with --debug to see what the remote shell printed"
+    )
+
+
+def _lines(stdout: str) -> tuple[list[str], str | None]:
+    """(the lines before `labhop:log-begin`, the log after it or None without one)."""
+    lines = stdout.split("\n")
+    for index, line in enumerate(lines):
+        if line.removesuffix("\r") == f"labhop:{_LOG_BEGIN}":
+            return lines[:index], "\n".join("\n".join(lines[index + 1:]).splitlines())
+    return lines, None
+
+
+def _fields(stdout: str, keys: Keys) -> tuple[list[tuple[str, str]], str]:
+    """The decoded (key, value) pairs in order, and the log tail."""
+    lines, log = _lines(stdout)
+    if log is not None and not keys.log:
+        raise _protocol_error(keys, f"'{_LOG_BEGIN}', which it never prints")
+    known = keys.single | keys.lists
+    pairs = []
+    for line in lines:
+        if not line.startswith("labhop:"):
+            continue
+        body = line[len("labhop:"):].removesuffix("\r")
+        key, sep, value = body.partition("=")
+        if not sep or not _KEY.fullmatch(key):
+            raise _protocol_error(keys, f"a malformed line {line[:80]!r}")
+        if key not in known:
+            raise _protocol_error(keys, f"the key '{key}', which it never prints")
+        try:
+            pairs.append((key, decode_value(value)))
+        except ValueError:
+            raise _protocol_error(keys, f"a malformed value for '{key}'") from None
+    return pairs, log or ""
+
+
+@dataclass(frozen=True)
+class ScriptOutput:
+    """What a script printed: its `labhop:` fields and, after `log-begin`, a log tail.
+
+    `fields` holds the keys a script prints once; `multi` the ones it may repeat (each
+    declared in its `Keys`), in order.
+    """
+
+    fields: dict[str, str]
+    log: str = ""
+    multi: dict[str, list[str]] = field(default_factory=dict)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.fields.get(key, default)
+
+
+def parse_output(stdout: str, keys: Keys) -> ScriptOutput:
+    """The output of the script `keys` describes; RemoteError when a key is repeated that
+    the script prints once, or one appears that it never prints."""
+    pairs, log = _fields(stdout, keys)
+    fields: dict[str, str] = {}
+    multi: dict[str, list[str]] = {key: [] for key in keys.lists}
+    for key, value in pairs:
+        if key in keys.lists:
+            multi[key].append(value)
+        elif key in fields:
+            raise _protocol_error(keys, f"'{key}' twice")
+        else:
+            fields[key] = value
+    return ScriptOutput(fields=fields, log=log, multi=multi)
+
+
+def parse_failure(stdout: str) -> ScriptOutput:
+    """Why a script failed: its `error` and `exit` fields (see `fail`), whichever script
+    it was; other fields are not read. RemoteError when either appears twice."""
+    fields: dict[str, str] = {}
+    lines, _ = _lines(stdout)
+    for line in lines:
+        key, sep, value = line.removeprefix("labhop:").removesuffix("\r").partition("=")
+        if not line.startswith("labhop:") or not sep or key not in _FAILURE_KEYS:
+            continue
+        if key in fields:
+            raise _protocol_error(None, f"'{key}' twice")
+        try:
+            fields[key] = decode_value(value)
+        except ValueError:
+            raise _protocol_error(None, f"a malformed value for '{key}'") from None
+    return ScriptOutput(fields=fields)
 
 
 @dataclass(frozen=True)
@@ -661,23 +928,41 @@ class ServerEntry:
 
 
 def parse_entries(stdout: str) -> tuple[list[ServerEntry], list[str]]:
-    """`list_script` output -> (running servers, names of cleaned stale entries)."""
+    """`list_script` output -> (running servers, names of cleaned stale entries).
+
+    Each server is one block from `begin=NAME` to `end=NAME` holding each of its keys at
+    most once; anything else (a block inside a block, an unclosed one, a field outside
+    one) is refused with a RemoteError.
+    """
+    keys = dataclasses.replace(LIST_KEYS, single=LIST_KEYS.single | ENTRY_KEYS)
+    pairs, _ = _fields(stdout, keys)
     entries: list[ServerEntry] = []
     cleaned: list[str] = []
     block: dict[str, str] | None = None
-    for line in stdout.splitlines():
-        if not line.startswith("labhop:"):
-            continue
-        key, _, value = line[len("labhop:"):].partition("=")
-        if key == "cleaned":
-            cleaned.append(value)
-        elif key == "begin":
+    for key, value in pairs:
+        if key == "begin":
+            if block is not None:
+                raise _protocol_error(keys, f"'begin' inside the entry of {block['name']!r}")
             block = {"name": value}
-        elif key == "end" and block is not None:
+        elif key == "end":
+            if block is None or value != block["name"]:
+                raise _protocol_error(keys, f"'end' for {value!r} outside its entry")
             entries.append(_entry(block))
             block = None
-        elif block is not None:
+        elif key in ("error", "exit"):
+            raise _protocol_error(keys, f"'{key}'")
+        elif key == "cleaned":
+            if block is not None:
+                raise _protocol_error(keys, f"'cleaned' inside the entry of {block['name']!r}")
+            cleaned.append(value)
+        elif block is None:
+            raise _protocol_error(keys, f"'{key}' outside any entry")
+        elif key in block:
+            raise _protocol_error(keys, f"'{key}' twice for {block['name']!r}")
+        else:
             block[key] = value
+    if block is not None:
+        raise _protocol_error(keys, f"no 'end' for the entry of {block['name']!r}")
     return entries, cleaned
 
 
@@ -702,38 +987,6 @@ def _entry(block: dict[str, str]) -> ServerEntry:
     )
 
 
-@dataclass(frozen=True)
-class ScriptOutput:
-    """What a script printed: its `labhop:` fields and, after `log-begin`, a log tail."""
-
-    fields: dict[str, str]
-    log: str = ""
-    multi: dict[str, list[str]] = field(default_factory=dict)
-
-    def get(self, key: str, default: str = "") -> str:
-        return self.fields.get(key, default)
-
-
-def parse_output(stdout: str) -> ScriptOutput:
-    fields: dict[str, str] = {}
-    multi: dict[str, list[str]] = {}
-    log_lines: list[str] = []
-    in_log = False
-    for line in stdout.splitlines():
-        if in_log:
-            log_lines.append(line)
-            continue
-        if not line.startswith("labhop:"):
-            continue
-        key, _, value = line[len("labhop:"):].partition("=")
-        if key == "log-begin":
-            in_log = True
-            continue
-        fields[key] = value
-        multi.setdefault(key, []).append(value)
-    return ScriptOutput(fields=fields, log="\n".join(log_lines), multi=multi)
-
-
 # ---------------------------------------------------------------------------------------
 # Slurm: the server runs as a batch job on a compute node; the login node submits it.
 # State lives in the (shared) home as for a host server, plus `backend` and `jobid`.
@@ -742,6 +995,8 @@ _JOB_BODY = r"""
 main() {
     state=$(state_root)/$name
     [ -d "$state" ] || fail 93 "labhop state $state is missing on $(hostname); is the home directory shared with the login node?"
+    # The login node reads why the job failed from here, never from the log (see job status).
+    fail_file=$state/failure
     # On the compute node Jupyter binds to the node's own address so the login node can
     # reach it; the token (read from the 0600 state file) is its only guard there.
     addr=$(hostname)
@@ -765,11 +1020,12 @@ main() {
             "--MappingKernelManager.cull_interval=$cull_interval"
     fi
     eval "set -- \"\$@\" $jupyter_args"
-    rundir=$(run_base) || fail 93 "/tmp/labhop-$(id -u) on $(hostname) is not a private directory of yours"
+    rundir=$(run_base) || fail 93 "cannot create a private directory under $run_root on $(hostname)"
+    save "$state/rundir" "$rundir"
     JUPYTER_TOKEN=$(read_file "$state/token") LABHOP_SERVER_ID=$server_id
     JUPYTER_RUNTIME_DIR=$rundir/$server_id.rt
     export JUPYTER_TOKEN LABHOP_SERVER_ID JUPYTER_RUNTIME_DIR
-    printf '%s\n' "$root" > "$state/root"
+    save "$state/root" "$root"
     hostname > "$state/node"
     cd "$root" || fail 92 "cannot enter $root on $(hostname)"
     # Jupyter runs as this shell's child, not in its place, so that the shell can remove
@@ -789,6 +1045,7 @@ main() {
         [ "$rc" -gt 128 ] && kill -0 "$jpid" 2>/dev/null || break
     done
     rm -rf "$JUPYTER_RUNTIME_DIR"
+    [ "$rundir" = "$run_root/labhop-$(id -u)" ] || rmdir "$rundir" 2>/dev/null
     exit "$rc"
 }
 """
@@ -800,9 +1057,9 @@ main() {
     if [ "$(read_file "$state/backend")" = slurm ]; then
         case $(job_line "$(read_file "$state/jobid")" | cut -d'|' -f1) in
             PENDING|CONFIGURING|RUNNING|REQUEUED|RESIZING|SUSPENDED)
-                out "existing=1"
-                out "jobid=$(read_file "$state/jobid")"
-                out "token=$(read_file "$state/token")"
+                out existing 1
+                out jobid "$(read_file "$state/jobid")"
+                out token "$(read_file "$state/token")"
                 exit 0 ;;
         esac
     fi
@@ -830,36 +1087,42 @@ main() {
     }
     jid=${jid%%;*}
     printf '%s\n' "$jid" > "$state/jobid"
-    out "existing=0"
-    out "jobid=$jid"
-    out "token=$token"
+    out existing 0
+    out jobid "$jid"
+    out token "$token"
 }
 """
 
 _JOB_STATUS_BODY = r"""
 main() {
     state=$(state_root)/$name
-    [ -d "$state" ] || { out "known=0"; exit 0; }
-    out "known=1"
+    [ -d "$state" ] || { out known 0; exit 0; }
+    out known 1
     jid=$(read_file "$state/jobid")
-    out "jobid=$jid"
-    out "job=$(job_line "$jid")"
-    out "endpoint=$(read_file "$state/endpoint")"
-    out "pid=$(read_file "$state/pid")"
-    out "node=$(read_file "$state/node")"
+    out jobid "$jid"
+    out job "$(job_line "$jid")"
+    out_file endpoint "$state/endpoint"
+    out pid "$(read_file "$state/pid")"
+    out node "$(read_file "$state/node")"
+    # Why the job's script failed, if it did (its `fail` wrote it there).
+    if [ -f "$state/failure" ]; then
+        out job_exit "$(head -n 1 "$state/failure")"
+        out job_error "$(sed 1d "$state/failure")"
+    fi
     if [ "$with_log" = 1 ]; then log_tail "$state/log"; fi
 }
 """
 
 
-def slurm_job_script(request: LaunchRequest) -> str:
+def slurm_job_script(request: LaunchRequest) -> Script:
     """The batch script: activate, then exec Jupyter on the node's address."""
     values = launch_values(request)
     values["token"] = ""  # the job reads it from the 0600 state file, never from its script
-    return "#!/bin/sh\n" + _script(_assign(**values), _ACTIVATE, _PREPARE, _JOB_BODY)
+    body = _script(JOB_KEYS, _assign(**values), _ACTIVATE, _PREPARE, _JOB_BODY)
+    return Script("#!/bin/sh\n" + body, JOB_KEYS)
 
 
-def slurm_submit_script(request: LaunchRequest, sbatch_args: tuple[str, ...]) -> str:
+def slurm_submit_script(request: LaunchRequest, sbatch_args: tuple[str, ...]) -> Script:
     """Submit the job from the login node, or report the job already serving this name."""
     assignments = _assign(
         name=request.name,
@@ -869,9 +1132,10 @@ def slurm_submit_script(request: LaunchRequest, sbatch_args: tuple[str, ...]) ->
         slurm_opts=shlex.join(sbatch_args),
         job_script=slurm_job_script(request),
     )
-    return _script(assignments, _SUBMIT_BODY)
+    return _script(SUBMIT_KEYS, assignments, _SUBMIT_BODY)
 
 
-def slurm_status_script(name: str, *, with_log: bool = False, log_lines: int = 30) -> str:
+def slurm_status_script(name: str, *, with_log: bool = False,
+                        log_lines: int = 30) -> Script:
     assignments = _assign(name=name, with_log=int(with_log), log_lines=log_lines)
-    return _script(assignments, _JOB_STATUS_BODY)
+    return _script(JOB_STATUS_KEYS, assignments, _JOB_STATUS_BODY)

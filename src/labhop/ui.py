@@ -14,6 +14,7 @@ from typing import TextIO
 
 from rich.console import Console, Group
 from rich.markup import escape
+from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
@@ -32,7 +33,7 @@ class UI:
         if not self.err.is_terminal:
             self.err.width = 1000  # the same for the tables that only inform (GPUs at start)
         self.quiet = quiet
-        self._status = None
+        self._status: Status | None = None
 
     @property
     def interactive(self) -> bool:

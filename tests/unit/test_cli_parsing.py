@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 import pytest
 
-from labhop.cli import _sbatch_args, _split_jupyter_args, main, parse_duration
+from labhop.cli import _split_jupyter_args, main, parse_duration
 from labhop.errors import ConfigError, ExitStatus, LabhopError
+from labhop.options import sbatch_args as _sbatch_args
 from labhop.session import default_name, validate_name
 
 
@@ -84,14 +85,31 @@ def test_slurm_options_that_break_labhops_job_are_refused(text: str, named: str,
     assert caught.value.status == ExitStatus.CONFIG
 
 
-def test_slurm_refusal_exits_3_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_slurm_refusal_typed_exits_2_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("LABHOP_CONFIG_DIR", str(tmp_path))
     with pytest.raises(SystemExit) as caught:
-        main(["gamer", "--no-browser", "--slurm", "-p gpu --wrap=hostname"])
+        main(["nosuchhost.invalid", "--no-browser", "--slurm", "-p gpu --wrap=hostname"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "labhop: error: --slurm cannot take --wrap: labhop writes the job script itself"]
+
+
+def test_slurm_refusal_in_the_config_file_exits_3_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LABHOP_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "config.toml").write_text(
+        '[hosts."nosuchhost.invalid"]\nslurm = "-p gpu --wrap=hostname"\n')
+    with pytest.raises(SystemExit) as caught:
+        main(["nosuchhost.invalid", "--no-browser"])
     assert caught.value.code == 3
     err = capsys.readouterr().err
-    assert "--slurm cannot take --wrap: labhop writes the job script itself" in err
+    assert err.splitlines() == [
+        "labhop: error: slurm = '-p gpu --wrap=hostname' ([hosts.nosuchhost.invalid] in "
+        f"{tmp_path / 'config.toml'}) cannot take --wrap: labhop writes the job script itself"]
 
 
 def test_ordinary_slurm_options_pass_through() -> None:

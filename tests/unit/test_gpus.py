@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from labhop import gpus, remote
-from labhop.errors import ConfigError, NoGpusError
+from labhop.errors import ConfigError, NoGpusError, RemoteError
 from labhop.gpus import Gpu, GpuProcess, GpuReport
 from tests import fake_nvidia_smi
 from tests.fake_nvidia_smi import recording
@@ -336,7 +336,7 @@ def test_launch_exports_cuda_visible_devices_only_when_chosen(
         env["CUDA_VISIBLE_DEVICES"] = inherited
     result = subprocess.run(["sh", "-s"], input=remote.launch_script(request), text=True,
                             capture_output=True, env=env, cwd=tmp_path, timeout=30, check=False)
-    pid = remote.parse_output(result.stdout).get("pid")
+    pid = remote.parse_output(result.stdout, remote.LAUNCH_KEYS).get("pid")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         deadline = time.monotonic() + 10
@@ -346,3 +346,29 @@ def test_launch_exports_cuda_visible_devices_only_when_chosen(
     finally:
         if pid:
             os.kill(int(pid), 9)
+
+
+# -- the protocol: names come back whole, nothing else is believed -------------------------
+def test_a_process_name_with_line_breaks_comes_back_whole() -> None:
+    apps = (f"{RTX1}, 42, /opt/odd\nlabhop:user=evil\n, 512\n"
+            f"{RTX1}, 43, /usr/bin/python3, 1024\nNo running processes found\n")
+    assert gpus.parse_processes(apps) == [
+        GpuProcess(RTX1, 42, "/opt/odd\nlabhop:user=evil", 512),
+        GpuProcess(RTX1, 43, "/usr/bin/python3", 1024),
+    ]
+
+
+def test_a_report_with_a_repeated_field_is_refused() -> None:
+    with pytest.raises(RemoteError, match="GPU query script printed 'user' twice"):
+        gpus.parse_report("labhop:user=me\nlabhop:nvidia-smi=ok\nlabhop:user=evil\n")
+    with pytest.raises(RemoteError, match="the key 'endpoint', which it never prints"):
+        gpus.parse_report("labhop:user=me\nlabhop:endpoint=tcp:127.0.0.1:1\n")
+
+
+def test_a_server_name_is_kept_exactly() -> None:
+    text = ("labhop:user=me\nlabhop:nvidia-smi=ok\n"
+            f"labhop:gpu=0, {RTX1}, NVIDIA GeForce RTX 4090, 1, 24564, 0, 30\n"
+            f"labhop:app={RTX1}, 42, python, 512\nlabhop:owner=42 me\n"
+            "labhop:sid=42 0123456789abcdef\nlabhop:server=0123456789abcdef  odd%0Aname \n")
+    [process] = gpus.parse_report(text).processes
+    assert (process.user, process.server) == ("me", " odd\nname ")

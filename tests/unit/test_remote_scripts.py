@@ -10,12 +10,15 @@ import os
 import signal
 import stat
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from labhop import remote
+from labhop.errors import RemoteError
 
 
 def run_sh(script: str, home: Path, path_prefix: str = "") -> subprocess.CompletedProcess[str]:
@@ -81,7 +84,7 @@ def test_token_and_values_are_quoted_once_and_never_expanded() -> None:
 
 def test_parse_output_ignores_noise_and_keeps_the_log() -> None:
     text = "Welcome to gamer!\nlabhop:alive=0\nlabhop:listening=1\nlabhop:log-begin\nTraceback\n  x"
-    output = remote.parse_output(text)
+    output = remote.parse_output(text, remote.STATUS_KEYS)
     assert output.fields == {"alive": "0", "listening": "1"}
     assert output.log == "Traceback\n  x"
 
@@ -136,7 +139,7 @@ def test_local_home_prefix_is_read_relative_to_the_remote_home(tmp_path: Path) -
     result = run_sh(script, home)
     try:
         assert result.returncode == 0, result.stdout + result.stderr
-        output = remote.parse_output(result.stdout)
+        output = remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
         state = home / ".local/state/labhop/servers/proj"
         assert output.get("existing") == "0"
         assert (state / "pid").read_text().strip() == output.get("pid")
@@ -146,12 +149,12 @@ def test_local_home_prefix_is_read_relative_to_the_remote_home(tmp_path: Path) -
         endpoint = output.get("endpoint")
         assert endpoint.startswith(f"unix:/tmp/labhop-{os.getuid()}/0123456789abcdef.sock")
 
-        again = remote.parse_output(run_sh(script, home).stdout)
+        again = remote.parse_output(run_sh(script, home).stdout, remote.LAUNCH_KEYS)
         assert again.get("existing") == "1"
         assert again.get("pid") == output.get("pid")
 
         stopped = run_sh(remote.stop_script("proj", grace_s=0), home)
-        fields = remote.parse_output(stopped.stdout)
+        fields = remote.parse_output(stopped.stdout, remote.STOP_KEYS)
         assert fields.get("was_running") == "1"
         assert fields.get("stopped") == "1"
         assert not state.exists()
@@ -166,7 +169,7 @@ def test_stop_with_another_launch_id_leaves_the_server_alone(tmp_path: Path) -> 
     state.mkdir(parents=True)
     (state / "id").write_text("someone-else")
     result = run_sh(remote.stop_script("proj", expect_id="mine"), tmp_path)
-    assert remote.parse_output(result.stdout).get("known") == "0"
+    assert remote.parse_output(result.stdout, remote.STOP_KEYS).get("known") == "0"
     assert state.exists()
 
 
@@ -182,7 +185,8 @@ def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path
         for name, server_id in (("one", "a" * 16), ("two", "b" * 16)):
             script = remote.launch_script(request(name=name, server_id=server_id,
                                                   env=remote.EnvSpec("venv", "~/env")))
-            pids.append(int(remote.parse_output(run_sh(script, tmp_path).stdout).get("pid")))
+            launched = remote.parse_output(run_sh(script, tmp_path).stdout, remote.LAUNCH_KEYS)
+            pids.append(int(launched.get("pid")))
         dead = tmp_path / ".local/state/labhop/servers/dead"
         dead.mkdir()
         (dead / "id").write_text("c" * 16)
@@ -209,17 +213,18 @@ def test_status_reports_alive_and_the_log_tail_and_exits_0(tmp_path: Path) -> No
     fake_venv(tmp_path / "env", with_jupyter=True)
     unknown = run_sh(remote.status_script("proj"), tmp_path)
     assert unknown.returncode == 0
-    assert remote.parse_output(unknown.stdout).get("known") == "0"
+    assert remote.parse_output(unknown.stdout, remote.STATUS_KEYS).get("known") == "0"
     launched = remote.parse_output(
-        run_sh(remote.launch_script(request(env=remote.EnvSpec("venv", "~/env"))), tmp_path).stdout)
+        run_sh(remote.launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
+               tmp_path).stdout, remote.LAUNCH_KEYS)
     try:
         (tmp_path / ".local/state/labhop/servers/proj/log").write_text("line 1\nline 2\n")
         plain = run_sh(remote.status_script("proj"), tmp_path)
         assert plain.returncode == 0
-        assert remote.parse_output(plain.stdout).get("alive") == "1"
+        assert remote.parse_output(plain.stdout, remote.STATUS_KEYS).get("alive") == "1"
         with_log = run_sh(remote.status_script("proj", with_log=True, log_lines=1), tmp_path)
         assert with_log.returncode == 0
-        assert remote.parse_output(with_log.stdout).log == "line 2"
+        assert remote.parse_output(with_log.stdout, remote.STATUS_KEYS).log == "line 2"
     finally:
         os.kill(int(launched.get("pid")), 9)
 
@@ -258,20 +263,21 @@ def test_without_proc_the_recorded_start_time_proves_the_server(tmp_path: Path) 
     script = remote.launch_script(request(env=remote.EnvSpec("venv", "~/env")))
     launched = run_sh(without_proc(script), tmp_path)
     assert launched.returncode == 0, launched.stdout + launched.stderr
-    pid = int(remote.parse_output(launched.stdout).get("pid"))
+    pid = int(remote.parse_output(launched.stdout, remote.LAUNCH_KEYS).get("pid"))
     state = tmp_path / ".local/state/labhop/servers/proj"
     try:
         assert (state / "start").read_text().strip()
         status = run_sh(without_proc(remote.status_script("proj")), tmp_path)
-        assert remote.parse_output(status.stdout).get("alive") == "1"
+        assert remote.parse_output(status.stdout, remote.STATUS_KEYS).get("alive") == "1"
         listed = run_sh(without_proc(remote.list_script()), tmp_path)
         entries, _ = remote.parse_entries(listed.stdout)
         assert [entry.pid for entry in entries] == [str(pid)]
 
         stopped = remote.parse_output(
-            run_sh(without_proc(remote.stop_script("proj", grace_s=0)), tmp_path).stdout)
+            run_sh(without_proc(remote.stop_script("proj", grace_s=0)), tmp_path).stdout,
+            remote.STOP_KEYS)
         assert stopped.get("was_running") == "1"
-        assert stopped.get("signal") == "TERM"
+        assert stopped.multi["signal"] == ["TERM"]
         assert not alive(pid)
         assert not state.exists()
     finally:
@@ -291,11 +297,12 @@ def test_without_proc_a_reused_pid_is_never_signalled(tmp_path: Path, recorded: 
         (state / "start").write_text(recorded + "\n")
     try:
         status = run_sh(without_proc(remote.status_script("proj")), tmp_path)
-        assert remote.parse_output(status.stdout).get("alive") == "0"
+        assert remote.parse_output(status.stdout, remote.STATUS_KEYS).get("alive") == "0"
         stopped = remote.parse_output(
-            run_sh(without_proc(remote.stop_script("proj", grace_s=0, term_s=0)), tmp_path).stdout)
+            run_sh(without_proc(remote.stop_script("proj", grace_s=0, term_s=0)),
+                   tmp_path).stdout, remote.STOP_KEYS)
         assert stopped.get("was_running") == "0"
-        assert stopped.get("signal") == ""
+        assert stopped.multi["signal"] == []
         assert stranger.poll() is None
     finally:
         stranger.kill()
@@ -305,7 +312,8 @@ def test_without_proc_a_reused_pid_is_never_signalled(tmp_path: Path, recorded: 
 def test_a_normal_launch_records_the_servers_start_time(tmp_path: Path) -> None:
     fake_venv(tmp_path / "env", with_jupyter=True)
     launched = remote.parse_output(
-        run_sh(remote.launch_script(request(env=remote.EnvSpec("venv", "~/env"))), tmp_path).stdout)
+        run_sh(remote.launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
+               tmp_path).stdout, remote.LAUNCH_KEYS)
     pid = int(launched.get("pid"))
     try:
         state = tmp_path / ".local/state/labhop/servers/proj"
@@ -358,7 +366,8 @@ def test_stopping_a_slurm_server_removes_its_runtime_dir(tmp_path: Path) -> None
     fake_slurm(tmp_path / "bin")
     try:
         stopped = remote.parse_output(
-            run_sh(remote.stop_script("proj"), tmp_path, str(tmp_path / "bin")).stdout)
+            run_sh(remote.stop_script("proj"), tmp_path, str(tmp_path / "bin")).stdout,
+            remote.STOP_KEYS)
         assert stopped.get("stopped") == "1"
         assert not runtime.exists()
         assert not state.exists()
@@ -410,3 +419,189 @@ def test_a_slurm_job_removes_its_runtime_dir_when_jupyter_ends(tmp_path: Path) -
         if jupyter and alive(jupyter):
             os.kill(jupyter, 9)
         remove_tree(runtime)
+
+
+# -- the run directory: /tmp/labhop-UID, or a private fallback when that is not ours ------
+def with_run_root(script: str, base: Path) -> str:
+    """The script with its run directory under `base` instead of /tmp."""
+    assert script.count("\nrun_root=/tmp\n") == 1
+    return script.replace("\nrun_root=/tmp\n", f"\nrun_root={base}\n")
+
+
+def socket_stub(path: Path) -> None:
+    """A venv whose jupyter-lab makes its socket and runtime dir as Jupyter would."""
+    fake_venv(path, with_jupyter=False)
+    stub = path / "bin" / "jupyter-lab"
+    stub.write_text('#!/bin/sh\nfor a; do case $a in --ServerApp.sock=*) : > "${a#*=}" ;; '
+                    'esac; done\nmkdir -p "$JUPYTER_RUNTIME_DIR"\n'
+                    'printf x > "$JUPYTER_RUNTIME_DIR/jupyter_cookie_secret"\nexec sleep 30\n')
+    stub.chmod(0o755)
+
+
+@pytest.fixture
+def run_root() -> Iterator[Path]:
+    """A short base for run directories (a socket path must stay under 100 bytes)."""
+    base = Path(tempfile.mkdtemp(prefix="lhb-", dir="/tmp"))
+    try:
+        yield base
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def taken(base: Path, how: str) -> Path:
+    """Make $base/labhop-UID unusable for us, the way `how` says."""
+    usual = base / f"labhop-{os.getuid()}"
+    if how == "another user's":
+        if os.getuid() != 0:
+            pytest.skip("making a directory another user's needs root")
+        usual.mkdir(mode=0o700)
+        os.chown(usual, 65534, 65534)
+    elif how == "a symlink":
+        (base / "elsewhere").mkdir(mode=0o700)
+        usual.symlink_to(base / "elsewhere")
+    else:  # a plain file
+        usual.write_text("")
+    return usual
+
+
+@pytest.mark.parametrize("how", ["another user's", "a symlink", "a file"])
+def test_launch_falls_back_to_a_private_dir_and_stop_removes_it(
+        tmp_path: Path, run_root: Path, how: str) -> None:
+    usual = taken(run_root, how)
+    socket_stub(tmp_path / "env")
+    script = remote.launch_script(request(env=remote.EnvSpec("venv", "~/env")))
+    launched = run_sh(with_run_root(script, run_root), tmp_path)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    output = remote.parse_output(launched.stdout, remote.LAUNCH_KEYS)
+    pid = int(output.get("pid"))
+    state = tmp_path / ".local/state/labhop/servers/proj"
+    try:
+        [fallback] = [p for p in run_root.iterdir() if p.name.startswith(f"{usual.name}.")]
+        assert len(fallback.name) >= len(usual.name) + 9  # `.` and 8 random characters
+        info = fallback.lstat()
+        assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
+        assert info.st_uid == os.getuid()
+        assert output.get("endpoint") == f"unix:{fallback}/0123456789abcdef.sock"
+        assert (state / "rundir").read_text() == f"{fallback}\n"
+        for _ in range(50):
+            if (fallback / "0123456789abcdef.rt" / "jupyter_cookie_secret").exists():
+                break
+            time.sleep(0.1)
+        assert (fallback / "0123456789abcdef.rt" / "jupyter_cookie_secret").exists()
+
+        stopped = run_sh(with_run_root(remote.stop_script("proj", grace_s=0), run_root), tmp_path)
+        assert remote.parse_output(stopped.stdout, remote.STOP_KEYS).get("stopped") == "1"
+        assert not fallback.exists()
+        assert not state.exists()
+        assert usual.exists() or usual.is_symlink()  # someone else's: never touched
+    finally:
+        if alive(pid):
+            os.kill(pid, 9)
+
+
+def test_launch_keeps_its_own_usual_dir_and_makes_it_private(
+        tmp_path: Path, run_root: Path) -> None:
+    usual = run_root / f"labhop-{os.getuid()}"
+    usual.mkdir(mode=0o755)
+    usual.chmod(0o755)
+    socket_stub(tmp_path / "env")
+    script = remote.launch_script(request(env=remote.EnvSpec("venv", "~/env")))
+    output = remote.parse_output(
+        run_sh(with_run_root(script, run_root), tmp_path).stdout, remote.LAUNCH_KEYS)
+    pid = int(output.get("pid"))
+    try:
+        assert output.get("endpoint") == f"unix:{usual}/0123456789abcdef.sock"
+        assert stat.S_IMODE(usual.stat().st_mode) == 0o700
+        assert [p.name for p in run_root.iterdir()] == [usual.name]
+        run_sh(with_run_root(remote.stop_script("proj", grace_s=0), run_root), tmp_path)
+        assert usual.exists()  # the usual one is shared by every server: it stays
+        assert list(usual.iterdir()) == []
+    finally:
+        if alive(pid):
+            os.kill(pid, 9)
+
+
+def test_stopping_a_slurm_server_removes_its_recorded_fallback_dir(
+        tmp_path: Path, run_root: Path) -> None:
+    taken(run_root, "a file")
+    fallback = run_root / f"labhop-{os.getuid()}.Ab3dE6gH"
+    (fallback / "0123456789abcdef.rt").mkdir(parents=True, mode=0o700)
+    state = tmp_path / ".local/state/labhop/servers/proj"
+    state.mkdir(parents=True)
+    for name, text in (("id", "0123456789abcdef"), ("backend", "slurm\n"), ("jobid", "42\n"),
+                       ("rundir", f"{fallback}\n")):
+        (state / name).write_text(text)
+    fake_slurm(tmp_path / "bin")
+    stopped = run_sh(with_run_root(remote.stop_script("proj"), run_root), tmp_path,
+                     str(tmp_path / "bin"))
+    assert remote.parse_output(stopped.stdout, remote.STOP_KEYS).get("stopped") == "1"
+    assert not fallback.exists()
+
+
+@pytest.mark.parametrize("recorded", ["/etc", "{base}/labhop-{uid}./../elsewhere",
+                                      "{base}/other"])
+def test_stop_believes_only_a_run_dir_of_ours(
+        tmp_path: Path, run_root: Path, recorded: str) -> None:
+    victim = run_root / "elsewhere" / "0123456789abcdef.rt"
+    victim.mkdir(parents=True)
+    (run_root / "other" / "0123456789abcdef.rt").mkdir(parents=True)
+    state = tmp_path / ".local/state/labhop/servers/proj"
+    state.mkdir(parents=True)
+    (state / "id").write_text("0123456789abcdef")
+    (state / "rundir").write_text(recorded.format(base=run_root, uid=os.getuid()) + "\n")
+    run_sh(with_run_root(remote.stop_script("proj", grace_s=0), run_root), tmp_path)
+    assert victim.exists()
+    assert (run_root / "other" / "0123456789abcdef.rt").exists()
+    assert not state.exists()
+
+
+# -- the protocol ---------------------------------------------------------------------------
+def test_a_repeated_or_unknown_key_is_refused_naming_it() -> None:
+    with pytest.raises(RemoteError, match=r"start script printed 'endpoint' twice.*--debug"):
+        remote.parse_output("labhop:endpoint=unix:/a\nlabhop:endpoint=tcp:127.0.0.1:1\n",
+                            remote.LAUNCH_KEYS)
+    with pytest.raises(RemoteError, match=r"the key 'alive', which it never prints"):
+        remote.parse_output("labhop:alive=1\n", remote.LAUNCH_KEYS)
+    with pytest.raises(RemoteError, match="log-begin"):
+        remote.parse_output("labhop:log-begin\nx\n", remote.LAUNCH_KEYS)
+    with pytest.raises(RemoteError, match="malformed value for 'pid'"):
+        remote.parse_output("labhop:pid=1%2\n", remote.LAUNCH_KEYS)
+    with pytest.raises(RemoteError, match="malformed line"):
+        remote.parse_output("labhop:pid\n", remote.LAUNCH_KEYS)
+
+
+def test_values_are_decoded_and_lists_are_declared() -> None:
+    output = remote.parse_output(
+        "labhop:known=1\nlabhop:signal=TERM\nlabhop:signal=KILL\nlabhop:swept=%0A%25x\n",
+        remote.STOP_KEYS)
+    assert output.fields == {"known": "1"}
+    assert output.multi == {"signal": ["TERM", "KILL"], "swept": ["\n%x"]}
+    assert remote.decode_value(remote.encode_value("é\r\n%\x1b")) == "é\r\n%\x1b"
+
+
+def test_nothing_after_log_begin_is_a_field() -> None:
+    text = "labhop:known=1\nlabhop:alive=0\nlabhop:log-begin\nlabhop:alive=1\nlabhop:zzz=1\n"
+    output = remote.parse_output(text, remote.STATUS_KEYS)
+    assert output.get("alive") == "0"
+    assert output.log == "labhop:alive=1\nlabhop:zzz=1"
+
+
+@pytest.mark.parametrize("text", [
+    "labhop:begin=a\nlabhop:begin=b\nlabhop:end=b\nlabhop:end=a\n",  # a block in a block
+    "labhop:begin=a\nlabhop:pid=1\n",  # never closed
+    "labhop:begin=a\nlabhop:end=b\n",  # closed by another name
+    "labhop:pid=1\n",  # a field outside any entry
+    "labhop:begin=a\nlabhop:pid=1\nlabhop:pid=2\nlabhop:end=a\n",
+    "labhop:begin=a\nlabhop:cleaned=b\nlabhop:end=a\n",
+    "labhop:begin=a\nlabhop:alive=1\nlabhop:end=a\n",
+])
+def test_list_blocks_that_labhop_never_prints_are_refused(text: str) -> None:
+    with pytest.raises(RemoteError, match="list script printed"):
+        remote.parse_entries(text)
+
+
+def test_a_failure_is_read_whatever_else_the_script_printed() -> None:
+    output = remote.parse_failure("motd\nlabhop:known=1\nlabhop:error=no%0Aroot\nlabhop:exit=92\n")
+    assert (output.get("error"), output.get("exit")) == ("no\nroot", "92")
+    with pytest.raises(RemoteError, match="'error' twice"):
+        remote.parse_failure("labhop:error=a\nlabhop:error=b\n")

@@ -1,0 +1,114 @@
+"""Keeping an attached session alive: notice a dead connection, reconnect with backoff on
+the same local port (or a new one, said in one line), and notice a server that ended
+behind the tunnel (stopped elsewhere, culled, crashed, or a job at its walltime).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+from labhop.backends import Backend, Server
+from labhop.connection import Connection
+from labhop.errors import ServerExitedError, SSHError
+from labhop.readiness import log_tail
+from labhop.tunnel import LocalTunnel
+from labhop.ui import UI
+
+_LOGGER = logging.getLogger(__name__)
+
+LIVENESS_CHECK_S = 2.0
+# Capped low: once the network is back, the tunnel should be back within seconds.
+RECONNECT_BACKOFF_S = (1, 2, 3, 5)
+# How often a running session looks at the server (or job) behind the tunnel.
+SERVER_CHECK_S = 15.0
+WALLTIME_WARNING_S = 600
+
+
+@dataclass
+class KeepAlive:
+    conn: Connection
+    backend: Backend
+    tunnel: LocalTunnel
+    ui: UI
+    host: str
+    url: Callable[[], str]
+    # What else must be restored once connected again (the ownership mark).
+    on_reconnected: Callable[[], None]
+    walltime_warned: bool = False
+
+    def run(self, server: Server) -> NoReturn:
+        """Until the server ends (ServerExitedError) or a signal interrupts."""
+        next_server_check = time.monotonic() + SERVER_CHECK_S
+        while True:
+            time.sleep(LIVENESS_CHECK_S)
+            try:
+                if not self._connected():
+                    self.reconnect(server)
+                if time.monotonic() >= next_server_check:
+                    next_server_check = time.monotonic() + SERVER_CHECK_S
+                    self._check_health(server)
+            except SSHError as exc:
+                # A check that was under way when the network dropped fails once the
+                # master gives up; that is a lost connection, not a reason to quit.
+                _LOGGER.debug("check failed: %s", exc)
+                if not self._connected():
+                    self.reconnect(server)
+
+    def _connected(self) -> bool:
+        return self.tunnel.holds() and self.conn.is_alive()
+
+    def _check_health(self, server: Server) -> None:
+        health = self.backend.health(server)
+        if not health.alive:
+            raise ServerExitedError(self.backend.ended_message(server, self.host),
+                                    details=log_tail(self.backend, server))
+        left = health.time_left_s
+        if left is not None and left <= WALLTIME_WARNING_S and not self.walltime_warned:
+            self.walltime_warned = True
+            self.ui.warn(self.backend.ending_soon_message(left))
+
+    def reconnect(self, server: Server) -> None:
+        self.ui.warn(f"lost the connection to {self.host}; the server keeps running there. "
+                     "Reconnecting…")
+        self.tunnel.close()
+        attempt = 0
+        while True:
+            delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+            attempt += 1
+            self._countdown(delay, attempt)
+            try:
+                self.conn.reopen()
+                status = self.backend.status(server.name)
+                if not status.alive:
+                    raise ServerExitedError(
+                        f"reconnected to {self.host}, but the server '{server.name}' is gone; "
+                        "the last lines of its log:",
+                        details=log_tail(self.backend, server),
+                    )
+                old_port = self.tunnel.port
+                moved = self.tunnel.open(server.forward_target())
+            except SSHError as exc:
+                self.ui.warn(f"reconnect attempt {attempt} failed: {exc}")
+                continue
+            self.on_reconnected()
+            if moved:
+                # Someone else took the port while the connection was down: the old URL
+                # now leads to them, so the token never goes there again.
+                self.ui.warn(f"local port {old_port} was taken while the connection was "
+                             f"down; moved to {self.tunnel.port}: {self.url()}")
+            self.ui.done(f"reconnected; {self.url()} works again")
+            return
+
+    def _countdown(self, seconds: int, attempt: int) -> None:
+        if not self.ui.interactive:
+            self.ui.info(f"reconnecting (attempt {attempt}) in {seconds} s")
+            time.sleep(seconds)
+            return
+        with self.ui.spinner(f"reconnecting (attempt {attempt}) in {seconds} s"):
+            for remaining in range(seconds, 0, -1):
+                self.ui.step(f"reconnecting (attempt {attempt}) in {remaining} s")
+                time.sleep(1)
