@@ -14,7 +14,7 @@ from typing import NoReturn
 from labhop.backends import Backend, Server
 from labhop.connection import Connection
 from labhop.errors import ServerExitedError, SSHError
-from labhop.readiness import log_tail
+from labhop.readiness import log_tail, require_alive
 from labhop.tunnel import LocalTunnel
 from labhop.ui import UI
 
@@ -82,13 +82,9 @@ class KeepAlive:
             self._countdown(delay, attempt)
             try:
                 self.conn.reopen()
-                status = self.backend.status(server.name)
-                if not status.alive:
-                    raise ServerExitedError(
-                        f"reconnected to {self.host}, but the server '{server.name}' is gone; "
-                        "the last lines of its log:",
-                        details=log_tail(self.backend, server),
-                    )
+                require_alive(self.backend, server,
+                              f"reconnected to {self.host}, but the server '{server.name}' is "
+                              "gone; the last lines of its log:")
                 old_port = self.tunnel.port
                 moved = self.tunnel.open(server.forward_target())
             except SSHError as exc:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from labhop import server_api
-from labhop.backends import Backend, Server
+from labhop.backends import Backend, Server, Status
 from labhop.errors import LabhopError, ServerExitedError, SSHError, StartTimeoutError
 from labhop.tunnel import LocalTunnel
 from labhop.ui import UI
@@ -34,6 +34,14 @@ def log_tail(backend: Backend, server: Server) -> str:
     with contextlib.suppress(LabhopError):
         return backend.status(server.name, with_log=True).log
     return ""
+
+
+def require_alive(backend: Backend, server: Server, gone: str) -> Status:
+    """The server's status; if it is not alive, `gone` and the last lines of its log."""
+    status = backend.status(server.name)
+    if not status.alive:
+        raise ServerExitedError(gone, details=log_tail(backend, server))
+    return status
 
 
 @dataclass
@@ -91,11 +99,7 @@ class Readiness:
 
     def _alive_and_listening(self, server: Server) -> bool:
         """Raise if the server died; return whether its socket exists yet."""
-        status = self.backend.status(server.name)
-        if not status.alive:
-            raise ServerExitedError(
-                f"{self.label} exited during start-up on {self.host}; the last lines of its "
-                "log:",
-                details=log_tail(self.backend, server),
-            )
+        status = require_alive(self.backend, server,
+                               f"{self.label} exited during start-up on {self.host}; the "
+                               "last lines of its log:")
         return bool(status.listening)
