@@ -31,7 +31,7 @@ BUSY_PCT = 50
 
 # CUDA numbers devices fastest first unless told otherwise; nvidia-smi numbers them by
 # PCI bus. `--gpus 1` means nvidia-smi's GPU 1, so the launch also sets
-# CUDA_DEVICE_ORDER=PCI_BUS_ID (see remote._LAUNCH_BODY).
+# CUDA_DEVICE_ORDER=PCI_BUS_ID (see launch.sh in labhop/sh).
 HIDE_ALL = "-1"  # CUDA_VISIBLE_DEVICES value that hides every GPU (CUDA stops at -1)
 
 GPU_HEADERS = ["GPU", "NAME", "MEMORY", "UTIL", "TEMP", "PROCESSES"]
@@ -178,68 +178,13 @@ def _row_start(line: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------
-# The remote script
-_GPUS_BODY = r"""
-find_smi() {
-    command -v nvidia-smi 2>/dev/null && return 0
-    # Containers and WSL keep it off the usual PATH.
-    for p in /usr/bin/nvidia-smi /usr/local/nvidia/bin/nvidia-smi /usr/lib/wsl/lib/nvidia-smi; do
-        [ -x "$p" ] && { printf '%s\n' "$p"; return 0; }
-    done
-    return 1
-}
-smi() {
-    if command -v timeout >/dev/null 2>&1; then
-        timeout "$smi_timeout" "$smi_path" "$@" </dev/null
-    else
-        "$smi_path" "$@" </dev/null
-    fi
-}
-server_id_of() {
-    tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | sed -n 's/^LABHOP_SERVER_ID=//p' | head -n 1
-}
-# One `labhop:KEY=` line per line of $2, empty ones too: a process name that holds a
-# line break comes back whole (see parse_processes).
-each() { printf '%s\n' "$2" | while IFS= read -r line; do out "$1" "$line"; done; }
-main() {
-    out user "$(id -un)"
-    smi_path=$(find_smi) || { out nvidia-smi missing; exit 0; }
-    gpus=$(smi "--query-gpu=$gpu_fields" --format=csv,noheader,nounits 2>&1)
-    status=$?
-    if [ "$status" -ne 0 ]; then
-        out nvidia-smi failed
-        out status "$status"
-        out message "$(printf '%s\n' "$gpus" | grep -v '^[[:space:]]*$' | head -n 1)"
-        exit 0
-    fi
-    out nvidia-smi ok
-    each gpu "$gpus"
-    apps=$(smi "--query-compute-apps=$app_fields" --format=csv,noheader,nounits 2>/dev/null)
-    each app "$apps"
-    # Who runs each GPU process, and which labhop server it belongs to: kernels carry
-    # their server's id in the environment (readable for our own processes only).
-    for pid in $(printf '%s\n' "$apps" | cut -d, -f2 | sort -u); do
-        case $pid in ""|*[!0-9]*) continue ;; esac
-        user=$(stat -c %U "/proc/$pid" 2>/dev/null) || user=$(ps -o user= -p "$pid" 2>/dev/null)
-        [ -n "$user" ] && out owner "$pid $user"
-        sid=
-        [ -r "/proc/$pid/environ" ] && sid=$(server_id_of "$pid")
-        [ -n "$sid" ] && out sid "$pid $sid"
-    done
-    for d in "$(state_root)"/*; do
-        [ -f "$d/id" ] && out server "$(read_file "$d/id") ${d##*/}"
-    done
-    exit 0
-}
-"""
-
+# The remote script: remote's gpus.sh, with its prelude and quoting, so every script
+# speaks the same `labhop:` protocol.
 
 def query_script() -> remote.Script:
     """The sh script that asks nvidia-smi about GPUs and processes (see `parse_report`)."""
-    # remote's prelude and quoting, so every script speaks the same `labhop:` protocol.
-    assignments = remote._assign(
-        gpu_fields=GPU_FIELDS, app_fields=APP_FIELDS, smi_timeout=SMI_TIMEOUT_S)
-    return remote._script(QUERY_KEYS, assignments, _GPUS_BODY)
+    return remote.gpus_script(QUERY_KEYS, gpu_fields=GPU_FIELDS, app_fields=APP_FIELDS,
+                              smi_timeout=SMI_TIMEOUT_S)
 
 
 # What the query script prints (see remote.parse_output): one line per GPU, per process,

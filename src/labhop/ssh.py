@@ -29,20 +29,12 @@ from labhop.errors import (
     SSHError,
     SSHMissingError,
 )
+from labhop.remote import REMOTE_LOGIN_BOOTSTRAP, REMOTE_PLAIN_BOOTSTRAP
 
 _LOGGER = logging.getLogger(__name__)
 
-# The command the remote login shell runs for every script. The script itself comes on
-# stdin, so nothing secret or user-supplied is ever an ssh argument (arguments show up in
-# `ps` for every user of both machines). It starts a *login* shell so PATH, modules and
-# conda are set up as when the user logs in, then hands stdin to a POSIX sh, whatever
-# the user's login shell is (csh-family shells do not take `-l -c`, so they get plain sh).
-REMOTE_LOGIN_BOOTSTRAP = (
-    "/bin/sh -c 'case \"${SHELL##*/}\" in"
-    " bash|zsh|ksh|mksh|dash|sh|fish) exec \"$SHELL\" -l -c \"exec /bin/sh -s\";;"
-    " *) exec /bin/sh -s;; esac'"
-)
-REMOTE_PLAIN_BOOTSTRAP = "exec /bin/sh -s"
+# REMOTE_LOGIN_BOOTSTRAP / REMOTE_PLAIN_BOOTSTRAP: the command each step's ssh runs; like
+# every other piece of shell text labhop sends, remote.py writes it.
 
 # Options labhop sets unless ssh_config already chose a value (seen through `ssh -G`).
 KEEPALIVE_INTERVAL_S = 10

@@ -1,0 +1,62 @@
+# shellcheck shell=sh
+find_conda_sh() {
+    for root in ${CONDA_EXE:+"$(dirname "$(dirname "$CONDA_EXE")")"} \
+            ${MAMBA_ROOT_PREFIX:+"$MAMBA_ROOT_PREFIX"} \
+            "$HOME/miniforge3" "$HOME/mambaforge" "$HOME/miniconda3" "$HOME/anaconda3" \
+            "$HOME/miniconda" "$HOME/anaconda" "$HOME/.miniforge3" "$HOME/.miniconda3" \
+            /opt/conda /opt/miniforge3 /opt/miniconda3 /opt/anaconda3 \
+            /usr/local/miniforge3 /usr/local/miniconda3 /usr/local/anaconda3 /usr/share/miniconda; do
+        [ -f "$root/etc/profile.d/conda.sh" ] && { printf '%s' "$root/etc/profile.d/conda.sh"; return 0; }
+    done
+    c=$(command -v conda 2>/dev/null) || return 1
+    root=$(dirname "$(dirname "$c")")
+    [ -f "$root/etc/profile.d/conda.sh" ] && printf '%s' "$root/etc/profile.d/conda.sh"
+}
+activate_err() { tail -n 1 "$state/activate.err" 2>/dev/null | tr -d '\r'; }
+# The environment's own code (activate scripts, hooks, module files, --env cmd:) runs with
+# its stdout on stderr: only this script speaks the `labhop:` protocol on stdout.
+activate() {
+    : > "$state/activate.err"
+    case $env_kind in
+        "") env_prefix= ;;
+        venv)
+            remote_path "$env_value"; p=$resolved
+            [ -f "$p/bin/activate" ] || fail 90 "no virtualenv at $p on $(hostname) (bin/activate is missing); create it with python3 -m venv $p"
+            VIRTUAL_ENV_DISABLE_PROMPT=1 . "$p/bin/activate" >&2 2>"$state/activate.err" \
+                || fail 90 "activating venv $p failed: $(activate_err)"
+            env_prefix=$p ;;
+        conda|mamba)
+            f=$(find_conda_sh) || fail 90 "conda not found on $(hostname): no etc/profile.d/conda.sh under \$CONDA_EXE or the usual install roots (~/miniforge3, ~/miniconda3, ~/anaconda3, /opt/conda)"
+            . "$f" >&2 2>"$state/activate.err" || fail 90 "sourcing $f failed: $(activate_err)"
+            conda activate "$env_value" >&2 2>"$state/activate.err" \
+                || fail 90 "conda environment '$env_value' not found on $(hostname) ($(activate_err)); list them with: conda env list"
+            env_prefix=${CONDA_PREFIX:-} ;;
+        micromamba)
+            mm=${MAMBA_EXE:-$(command -v micromamba 2>/dev/null)}
+            [ -n "$mm" ] || { [ -x "$HOME/.local/bin/micromamba" ] && mm=$HOME/.local/bin/micromamba; }
+            [ -n "$mm" ] || fail 90 "micromamba not found on $(hostname) (not on the login PATH, no \$MAMBA_EXE)"
+            eval "$("$mm" shell hook --shell posix 2>"$state/activate.err")" >&2 \
+                || fail 90 "micromamba shell hook failed: $(activate_err)"
+            micromamba activate "$env_value" >&2 2>"$state/activate.err" \
+                || fail 90 "micromamba environment '$env_value' not found on $(hostname) ($(activate_err))"
+            env_prefix=${CONDA_PREFIX:-} ;;
+        module)
+            if ! command -v module >/dev/null 2>&1; then
+                for f in ${MODULESHOME:+"$MODULESHOME/init/sh"} ${LMOD_PKG:+"$LMOD_PKG/init/sh"} \
+                        /usr/share/lmod/lmod/init/sh /etc/profile.d/lmod.sh \
+                        /usr/share/modules/init/sh /etc/profile.d/modules.sh; do
+                    [ -f "$f" ] && . "$f" >/dev/null 2>&1 && break
+                done
+            fi
+            command -v module >/dev/null 2>&1 || fail 90 "the module command is not available on $(hostname) (no Environment Modules or Lmod found)"
+            # Split on commas only: with globbing off, module:'*' stays a literal name.
+            old_ifs=$IFS; IFS=,; set -f; set -- $env_value; set +f; IFS=$old_ifs
+            module load "$@" >&2 2>"$state/activate.err" \
+                || fail 90 "module load $* failed on $(hostname): $(activate_err)"
+            env_prefix= ;;
+        cmd)
+            eval "$env_value" >&2 2>"$state/activate.err" \
+                || fail 90 "the --env command failed on $(hostname): $(activate_err)"
+            env_prefix= ;;
+    esac
+}

@@ -1,0 +1,57 @@
+# shellcheck shell=sh
+main() {
+    state=$(state_root)/$name
+    [ -d "$state" ] || fail 93 "labhop state $state is missing on $(hostname); is the home directory shared with the login node?"
+    # The login node reads why the job failed from here, never from the log (see job status).
+    fail_file=$state/failure
+    # On the compute node Jupyter binds to the node's own address so the login node can
+    # reach it; the token (read from the 0600 state file) is its only guard there.
+    addr=$(hostname)
+    # Debian-style /etc/hosts maps the host name to 127.0.1.1, which the login node
+    # cannot reach: use the node's first real address then.
+    case $(getent hosts "$addr" 2>/dev/null | awk '{ print $1; exit }') in
+        127.0.1.1)
+            real=$(hostname -I 2>/dev/null | awk '{ print $1 }')
+            [ -n "$real" ] && addr=$real ;;
+    esac
+    prepare_jupyter "$addr"
+    [ -n "$port" ] && [ "$port" != 0 ] \
+        || fail 93 "cannot find a free port on $(hostname) (no python next to jupyter-$app?)"
+    set -- "$exe_path" --no-browser
+    if [ "$cfg" = NotebookApp ]; then set -- "$@" "--NotebookApp.notebook_dir=$root"
+    else set -- "$@" "--ServerApp.root_dir=$root"; fi
+    set -- "$@" "--$cfg.ip=$addr" "--$cfg.port=$port" "--$cfg.port_retries=0"
+    if [ "$idle_timeout" -gt 0 ]; then
+        set -- "$@" "--$cfg.shutdown_no_activity_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_idle_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_interval=$cull_interval"
+    fi
+    eval "set -- \"\$@\" $jupyter_args"
+    rundir=$(run_base) || fail 93 "cannot create a private directory under $run_root on $(hostname)"
+    save "$state/rundir" "$rundir"
+    JUPYTER_TOKEN=$(read_file "$state/token") LABHOP_SERVER_ID=$server_id
+    JUPYTER_RUNTIME_DIR=$rundir/$server_id.rt
+    export JUPYTER_TOKEN LABHOP_SERVER_ID JUPYTER_RUNTIME_DIR
+    save "$state/root" "$root"
+    hostname > "$state/node"
+    cd "$root" || fail 92 "cannot enter $root on $(hostname)"
+    # Jupyter runs as this shell's child, not in its place, so that the shell can remove
+    # its runtime dir (cookie secret, connection files) from this node's /tmp once it
+    # ends: `labhop stop` runs on the login node and cannot reach it. Slurm's SIGTERM
+    # (scancel, walltime) goes to every process of the job; the trap passes it on too.
+    jpid=
+    trap 'if [ -n "$jpid" ]; then kill -TERM "$jpid" 2>/dev/null; else exit 143; fi' TERM INT HUP
+    "$@" </dev/null &
+    jpid=$!
+    proc_start "$jpid" > "$state/start"
+    printf '%s\n' "$jpid" > "$state/pid"
+    printf '%s\n' "tcp:$addr:$port" > "$state/endpoint"
+    while :; do
+        rc=0; wait "$jpid" || rc=$?
+        # A trapped signal cuts wait short (status > 128) while Jupyter is still stopping.
+        [ "$rc" -gt 128 ] && kill -0 "$jpid" 2>/dev/null || break
+    done
+    rm -rf "$JUPYTER_RUNTIME_DIR"
+    [ "$rundir" = "$run_root/labhop-$(id -u)" ] || rmdir "$rundir" 2>/dev/null
+    exit "$rc"
+}

@@ -1,0 +1,80 @@
+# shellcheck shell=sh
+main() {
+    root_state=$(state_root)
+    state=$root_state/$name
+    if is_slurm "$state" && [ -n "$(job_line "$(read_file "$state/jobid")")" ]; then
+        fail 93 "'$name' runs as Slurm job $(read_file "$state/jobid"); use labhop attach for it, or pick another --name"
+    fi
+    if [ -f "$state/pid" ] && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")" "$state"; then
+        out existing 1
+        report "$state"
+        exit 0
+    fi
+    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $(hostname)"
+    chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
+    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
+    cleanup_dir=$state
+    printf '%s' "$server_id" > "$state/id"
+    prepare_jupyter 127.0.0.1
+    rundir=$(run_base) \
+        || fail 93 "cannot create a private directory under $run_root on $(hostname)"
+    [ "$rundir" = "$run_root/labhop-$(id -u)" ] || cleanup_rundir=$rundir
+    save "$state/rundir" "$rundir"
+    sock=$rundir/$server_id.sock
+    if [ "$transport" = unix ] && [ ${#sock} -gt $max_sock ]; then
+        transport=tcp
+        port=$("$py" -c "$flavour_py" "$app" tcp 2>/dev/null | cut -d' ' -f3)
+    fi
+    set -- "$exe_path" --no-browser
+    if [ "$cfg" = NotebookApp ]; then set -- "$@" "--NotebookApp.notebook_dir=$root"
+    else set -- "$@" "--ServerApp.root_dir=$root"; fi
+    if [ "$transport" = unix ]; then
+        set -- "$@" "--$cfg.sock=$sock" "--$cfg.sock_mode=0600"
+        endpoint=unix:$sock
+    else
+        set -- "$@" "--$cfg.ip=127.0.0.1" "--$cfg.port=$port" "--$cfg.port_retries=0"
+        endpoint=tcp:127.0.0.1:$port
+    fi
+    if [ "$idle_timeout" -gt 0 ]; then
+        set -- "$@" "--$cfg.shutdown_no_activity_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_idle_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_interval=$cull_interval"
+    fi
+    eval "set -- \"\$@\" $jupyter_args"
+    printf '%s' "$token" > "$state/token"
+    printf '%s\n' "$endpoint" > "$state/endpoint"
+    save "$state/root" "$root"
+    hostname > "$state/node"
+    printf '%s\n' "$record" > "$state/launch.json"
+    # --gpus counts GPUs as nvidia-smi does (PCI bus order); CUDA's default order differs.
+    [ -n "$cuda_visible_devices" ] && export CUDA_VISIBLE_DEVICES="$cuda_visible_devices" CUDA_DEVICE_ORDER=PCI_BUS_ID
+    JUPYTER_TOKEN=$token LABHOP_SERVER_ID=$server_id JUPYTER_RUNTIME_DIR=$rundir/$server_id.rt
+    export JUPYTER_TOKEN LABHOP_SERVER_ID JUPYTER_RUNTIME_DIR
+    cd "$root" || fail 92 "cannot enter $root on $(hostname)"
+    if command -v setsid >/dev/null 2>&1; then
+        setsid "$@" </dev/null >>"$state/log" 2>&1 &
+    else
+        nohup "$@" </dev/null >>"$state/log" 2>&1 &
+    fi
+    pid=$!
+    # Our own child, not yet reaped, so the PID is surely it: record when it started
+    # (exec keeps that), the proof is_ours needs where /proc cannot tell. Before the pid
+    # file, so whoever sees the pid sees its start too.
+    proc_start "$pid" > "$state/start"
+    printf '%s\n' "$pid" > "$state/pid"
+    cleanup_dir= cleanup_rundir=
+    # Until setsid has exec'd Jupyter, /proc/PID/environ still shows this shell's
+    # environment; wait for it so the next step recognises the server as ours.
+    n=0
+    while ! is_ours "$pid" "$server_id" "$state" && kill -0 "$pid" 2>/dev/null && [ "$n" -lt 25 ]; do
+        nap; n=$((n + 1))
+    done
+    out existing 0
+    report "$state"
+}
+report() {
+    out pid "$(read_file "$1/pid")"
+    out_file endpoint "$1/endpoint"
+    out node "$(read_file "$1/node")"
+    out token "$(read_file "$1/token")"
+}

@@ -1,0 +1,41 @@
+# shellcheck shell=sh
+main() {
+    root_state=$(state_root)
+    state=$root_state/$name
+    if [ "$(read_file "$state/backend")" = slurm ]; then
+        case $(job_line "$(read_file "$state/jobid")" | cut -d'|' -f1) in
+            PENDING|CONFIGURING|RUNNING|REQUEUED|RESIZING|SUSPENDED)
+                out existing 1
+                out jobid "$(read_file "$state/jobid")"
+                out token "$(read_file "$state/token")"
+                exit 0 ;;
+        esac
+    fi
+    if ! is_slurm "$state" && [ -f "$state/pid" ] \
+            && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")" "$state"; then
+        fail 93 "'$name' already runs on $(hostname) itself, not as a job; use labhop attach for it, or pick another --name"
+    fi
+    command -v sbatch >/dev/null 2>&1 \
+        || fail 94 "sbatch not found on $(hostname): is it a Slurm login node? (load Slurm's module in your login files)"
+    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $(hostname)"
+    chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
+    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
+    printf '%s' "$server_id" > "$state/id"
+    printf '%s' "$token" > "$state/token"
+    printf 'slurm\n' > "$state/backend"
+    printf '%s\n' "$record" > "$state/launch.json"
+    eval "set -- $slurm_opts"
+    jid=$(printf '%s\n' "$job_script" | sbatch --parsable --job-name="labhop-$name" \
+            --output="$state/log" --open-mode=append "$@" 2>"$state/sbatch.err") || {
+        # sbatch says why first ("invalid partition specified: gpu2"), then a summary.
+        msg=$(grep -m 1 'error:' "$state/sbatch.err" | sed 's/^sbatch: error: //')
+        [ -n "$msg" ] || msg=$(grep -v '^[[:space:]]*$' "$state/sbatch.err" | tail -n 1)
+        rm -rf "$state"
+        fail 94 "Slurm refused the job: ${msg:-sbatch failed}"
+    }
+    jid=${jid%%;*}
+    printf '%s\n' "$jid" > "$state/jobid"
+    out existing 0
+    out jobid "$jid"
+    out token "$token"
+}
