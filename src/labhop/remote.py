@@ -169,10 +169,14 @@ _ACTIVATE = _text("activate.sh")
 # jupyter_server 1.9 and classic notebook 6.1; anything older gets loopback TCP. Run by
 # prepare.sh with the environment's python (a value, `flavour_py`, not a body).
 _FLAVOUR_PY = _text("flavour.py")
-# Finds Jupyter and its flavour (`prepare_jupyter`).
+# Finds Jupyter and its flavour (`prepare_jupyter`); the one Jupyter command line of
+# both backends (`with_jupyter_command`, used by launch.sh and job.sh).
 _PREPARE = _text("prepare.sh")
 _LAUNCH_BODY = _text("launch.sh")
+# The status script's `main`, shared by a host's server and a Slurm job's: each adds
+# its own `status_fields`.
 _STATUS_BODY = _text("status.sh")
+_HOST_STATUS_FIELDS = _text("host_status.sh")
 _STOP_BODY = _text("stop.sh")
 _LIST_BODY = _text("list.sh")
 _OWNER_BODY = _text("owner.sh")
@@ -180,7 +184,7 @@ _LOGS_BODY = _text("logs.sh")
 # Slurm (see slurm_job_script).
 _JOB_BODY = _text("job.sh")
 _SUBMIT_BODY = _text("submit.sh")
-_JOB_STATUS_BODY = _text("job_status.sh")
+_JOB_STATUS_FIELDS = _text("job_status.sh")
 # The GPU query (see gpus_script).
 _GPUS_BODY = _text("gpus.sh")
 
@@ -244,7 +248,7 @@ def gpus_script(keys: Keys, *, gpu_fields: str, app_fields: str, smi_timeout: in
 def status_script(name: str, *, with_log: bool = False, log_lines: int = 30) -> Script:
     """Is the named server alive, is its socket there; optionally its log tail."""
     assignments = _assign(name=name, with_log=int(with_log), log_lines=log_lines)
-    return _script(STATUS_KEYS, assignments, _STATUS_BODY)
+    return _script(STATUS_KEYS, assignments, _HOST_STATUS_FIELDS, _STATUS_BODY)
 
 
 def stop_script(name: str, *, grace_s: float = 5.0, term_s: float = 10.0,
@@ -511,4 +515,4 @@ def slurm_submit_script(request: LaunchRequest, sbatch_args: tuple[str, ...]) ->
 def slurm_status_script(name: str, *, with_log: bool = False,
                         log_lines: int = 30) -> Script:
     assignments = _assign(name=name, with_log=int(with_log), log_lines=log_lines)
-    return _script(JOB_STATUS_KEYS, assignments, _JOB_STATUS_BODY)
+    return _script(JOB_STATUS_KEYS, assignments, _JOB_STATUS_FIELDS, _STATUS_BODY)

@@ -17,16 +17,10 @@ main() {
     prepare_jupyter "$addr"
     [ -n "$port" ] && [ "$port" != 0 ] \
         || fail 93 "cannot find a free port on $(hostname) (no python next to jupyter-$app?)"
-    set -- "$exe_path" --no-browser
-    if [ "$cfg" = NotebookApp ]; then set -- "$@" "--NotebookApp.notebook_dir=$root"
-    else set -- "$@" "--ServerApp.root_dir=$root"; fi
-    set -- "$@" "--$cfg.ip=$addr" "--$cfg.port=$port" "--$cfg.port_retries=0"
-    if [ "$idle_timeout" -gt 0 ]; then
-        set -- "$@" "--$cfg.shutdown_no_activity_timeout=$idle_timeout" \
-            "--MappingKernelManager.cull_idle_timeout=$idle_timeout" \
-            "--MappingKernelManager.cull_interval=$cull_interval"
-    fi
-    eval "set -- \"\$@\" $jupyter_args"
+    with_jupyter_command tcp "$addr" run_job
+}
+# Run Jupyter ("$@", see with_jupyter_command) as this job's child until it ends.
+run_job() {
     rundir=$(run_base) || fail 93 "cannot create a private directory under $run_root on $(hostname)"
     save "$state/rundir" "$rundir"
     JUPYTER_TOKEN=$(read_file "$state/token") LABHOP_SERVER_ID=$server_id
@@ -45,7 +39,7 @@ main() {
     jpid=$!
     proc_start "$jpid" > "$state/start"
     printf '%s\n' "$jpid" > "$state/pid"
-    printf '%s\n' "tcp:$addr:$port" > "$state/endpoint"
+    printf '%s\n' "$endpoint" > "$state/endpoint"
     while :; do
         rc=0; wait "$jpid" || rc=$?
         # A trapped signal cuts wait short (status > 128) while Jupyter is still stopping.

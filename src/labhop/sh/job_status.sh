@@ -1,8 +1,7 @@
 # shellcheck shell=sh
-main() {
-    state=$(state_root)/$name
-    [ -d "$state" ] || { out known 0; exit 0; }
-    out known 1
+# A server that runs as a Slurm job (see status.sh): its job, where it serves, and why
+# its script failed, if it did.
+status_fields() {
     jid=$(read_file "$state/jobid")
     out jobid "$jid"
     out job "$(job_line "$jid")"
@@ -14,5 +13,4 @@ main() {
         out job_exit "$(head -n 1 "$state/failure")"
         out job_error "$(sed 1d "$state/failure")"
     fi
-    if [ "$with_log" = 1 ]; then log_tail "$state/log"; fi
 }

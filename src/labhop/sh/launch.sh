@@ -25,22 +25,11 @@ main() {
         transport=tcp
         port=$("$py" -c "$flavour_py" "$app" tcp 2>/dev/null | cut -d' ' -f3)
     fi
-    set -- "$exe_path" --no-browser
-    if [ "$cfg" = NotebookApp ]; then set -- "$@" "--NotebookApp.notebook_dir=$root"
-    else set -- "$@" "--ServerApp.root_dir=$root"; fi
-    if [ "$transport" = unix ]; then
-        set -- "$@" "--$cfg.sock=$sock" "--$cfg.sock_mode=0600"
-        endpoint=unix:$sock
-    else
-        set -- "$@" "--$cfg.ip=127.0.0.1" "--$cfg.port=$port" "--$cfg.port_retries=0"
-        endpoint=tcp:127.0.0.1:$port
-    fi
-    if [ "$idle_timeout" -gt 0 ]; then
-        set -- "$@" "--$cfg.shutdown_no_activity_timeout=$idle_timeout" \
-            "--MappingKernelManager.cull_idle_timeout=$idle_timeout" \
-            "--MappingKernelManager.cull_interval=$cull_interval"
-    fi
-    eval "set -- \"\$@\" $jupyter_args"
+    if [ "$transport" = unix ]; then with_jupyter_command unix "$sock" start_server
+    else with_jupyter_command tcp 127.0.0.1 start_server; fi
+}
+# Start Jupyter ("$@", see with_jupyter_command) detached, and report it.
+start_server() {
     printf '%s' "$token" > "$state/token"
     printf '%s\n' "$endpoint" > "$state/endpoint"
     save "$state/root" "$root"

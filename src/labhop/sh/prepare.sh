@@ -24,3 +24,28 @@ prepare_jupyter() {
     [ -n "$flavour" ] || flavour="ServerApp $transport 0"
     set -- $flavour; cfg=$1; transport=$2; port=$3
 }
+# The Jupyter command line of both backends (a host's launch.sh, a Slurm job's job.sh):
+# $1 is unix (serve on the socket $2) or tcp (listen on the address $2, port $port).
+# Sets $endpoint, then runs the function $3 with the command line as its arguments (a
+# function cannot set its caller's "$@").
+with_jupyter_command() {
+    jupyter_on=$1 jupyter_at=$2 jupyter_then=$3
+    set -- "$exe_path" --no-browser
+    if [ "$cfg" = NotebookApp ]; then set -- "$@" "--NotebookApp.notebook_dir=$root"
+    else set -- "$@" "--ServerApp.root_dir=$root"; fi
+    if [ "$jupyter_on" = unix ]; then
+        set -- "$@" "--$cfg.sock=$jupyter_at" "--$cfg.sock_mode=0600"
+        endpoint=unix:$jupyter_at
+    else
+        set -- "$@" "--$cfg.ip=$jupyter_at" "--$cfg.port=$port" "--$cfg.port_retries=0"
+        endpoint=tcp:$jupyter_at:$port
+    fi
+    if [ "$idle_timeout" -gt 0 ]; then
+        set -- "$@" "--$cfg.shutdown_no_activity_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_idle_timeout=$idle_timeout" \
+            "--MappingKernelManager.cull_interval=$cull_interval"
+    fi
+    # The user's --jupyter-args, quoted once (shlex.join) when the script was written.
+    eval "set -- \"\$@\" $jupyter_args"
+    "$jupyter_then" "$@"
+}

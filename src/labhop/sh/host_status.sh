@@ -1,0 +1,10 @@
+# shellcheck shell=sh
+# A server on this host (see status.sh): is it alive, is its socket there.
+status_fields() {
+    pid=$(read_file "$state/pid")
+    if is_ours "$pid" "$(read_file "$state/id")" "$state"; then out alive 1; else out alive 0; fi
+    load "$state/endpoint" || got=
+    case $got in
+        unix:*) if [ -S "${got#unix:}" ]; then out listening 1; else out listening 0; fi ;;
+    esac
+}
