@@ -1,4 +1,12 @@
 # shellcheck shell=sh
+# It sources the user's environment (activate scripts, conda.sh, module init files),
+# which only exist on the remote: nothing for shellcheck to follow.
+# shellcheck disable=SC1090,SC1091
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
+# Variables set here are read by the other fragments of the same script.
+# shellcheck disable=SC2034
 find_conda_sh() {
     for root in ${CONDA_EXE:+"$(dirname "$(dirname "$CONDA_EXE")")"} \
             ${MAMBA_ROOT_PREFIX:+"$MAMBA_ROOT_PREFIX"} \
@@ -50,7 +58,9 @@ activate() {
             fi
             command -v module >/dev/null 2>&1 || fail 90 "the module command is not available on $(hostname) (no Environment Modules or Lmod found)"
             # Split on commas only: with globbing off, module:'*' stays a literal name.
-            old_ifs=$IFS; IFS=,; set -f; set -- $env_value; set +f; IFS=$old_ifs
+            old_ifs=$IFS; IFS=,; set -f
+            # shellcheck disable=SC2086  # the split is the point
+            set -- $env_value; set +f; IFS=$old_ifs
             module load "$@" >&2 2>"$state/activate.err" \
                 || fail 90 "module load $* failed on $(hostname): $(activate_err)"
             env_prefix= ;;

@@ -1,4 +1,7 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
 find_smi() {
     command -v nvidia-smi 2>/dev/null && return 0
     # Containers and WSL keep it off the usual PATH.

@@ -1,4 +1,7 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
 # A server on this host (see status.sh): is it alive, is its socket there.
 status_fields() {
     pid=$(read_file "$state/pid")

@@ -1,4 +1,11 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
+# Variables set here are read by the other fragments of the same script.
+# shellcheck disable=SC2034
+# `A && B || fail ...` is meant: fail when either test is false.
+# shellcheck disable=SC2015
 main() {
     state=$(state_root)/$name
     [ -d "$state" ] || fail 93 "labhop state $state is missing on $(hostname); is the home directory shared with the login node?"

@@ -1,4 +1,7 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
 # A server that runs as a Slurm job (see status.sh): its job, where it serves, and why
 # its script failed, if it did.
 status_fields() {

@@ -1,4 +1,11 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
+# Variables set here are read by the other fragments of the same script.
+# shellcheck disable=SC2034
+# `A && B || fail ...` is meant: fail when either test is false.
+# shellcheck disable=SC2015
 main() {
     root_state=$(state_root)
     state=$root_state/$name
@@ -21,7 +28,7 @@ main() {
     [ "$rundir" = "$run_root/labhop-$(id -u)" ] || cleanup_rundir=$rundir
     save "$state/rundir" "$rundir"
     sock=$rundir/$server_id.sock
-    if [ "$transport" = unix ] && [ ${#sock} -gt $max_sock ]; then
+    if [ "$transport" = unix ] && [ "${#sock}" -gt "$max_sock" ]; then
         transport=tcp
         port=$("$py" -c "$flavour_py" "$app" tcp 2>/dev/null | cut -d' ' -f3)
     fi
@@ -51,7 +58,7 @@ start_server() {
     # file, so whoever sees the pid sees its start too.
     proc_start "$pid" > "$state/start"
     printf '%s\n' "$pid" > "$state/pid"
-    cleanup_dir= cleanup_rundir=
+    cleanup_dir='' cleanup_rundir=''
     # Until setsid has exec'd Jupyter, /proc/PID/environ still shows this shell's
     # environment; wait for it so the next step recognises the server as ours.
     n=0

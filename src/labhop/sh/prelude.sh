@@ -1,4 +1,7 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
 umask 077
 proc_dir=/proc
 # Where the node-local run directory lives (see run_base); a test points it elsewhere.
@@ -11,6 +14,7 @@ nl='
 # its own, VALUE escaped so that it is printable ASCII: every byte outside 0x20..0x7e, and
 # `%` itself, becomes %XX (two upper-case hex digits). No value can end its line, so none
 # can start a `labhop:` line of its own. Values made only of safe characters skip od/awk.
+# shellcheck disable=SC2016  # an awk program: awk expands its $i, not sh
 esc_awk='BEGIN { for (i = 32; i < 127; i++) c[i] = sprintf("%c", i); h = "0123456789ABCDEF" }
 { s = ""
   for (i = 1; i <= NF; i++) {
@@ -52,6 +56,7 @@ load() {
 }
 out_file() { load "$2" || got=; out "$1" "$got"; }
 # The numeric owner of $1 (not following a symlink), as `ls -n` shows it.
+# shellcheck disable=SC2046  # split into ls's fields on purpose, with globbing off
 owner_of() { set -f; set -- $(ls -ldn "$1" 2>/dev/null); set +f; printf '%s' "${3-}"; }
 # True when $1 is a directory (not a symlink) that only we can enter: ours, mode 0700,
 # no ACL (ls marks one with `+`).
@@ -99,6 +104,7 @@ drop_rundir() {
 # Sets $resolved to path $1 with a leading ~ expanded (a variable, not printed: $(...)
 # would strip a newline that ends the name).
 expand_path() {
+    # shellcheck disable=SC2088  # a literal ~ as the user typed it, expanded here
     case $1 in
         "~") resolved=$HOME ;;
         "~/"*) resolved=$HOME/${1#"~/"} ;;
@@ -147,6 +153,7 @@ proc_start() {
 }
 # The owner session recorded in $1/owner ("PID START"), if that process still runs.
 live_owner() {
+    # shellcheck disable=SC2046  # split on purpose; owner_script wrote "PID START" there
     set -- $(read_file "$1/owner")
     [ -n "${1:-}" ] && [ -n "${2:-}" ] && [ "$(proc_start "$1")" = "$2" ] && printf '%s' "$1"
 }

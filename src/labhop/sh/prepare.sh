@@ -1,4 +1,9 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
+# Variables set here are read by the other fragments of the same script.
+# shellcheck disable=SC2034
 # Activate the environment, find Jupyter in it, resolve the root directory, and decide
 # the Jupyter flavour and transport; $1 is the address a TCP server would bind to.
 # Sets exe_path, root, py, cfg, transport and port.
@@ -22,6 +27,7 @@ prepare_jupyter() {
     flavour=
     [ -n "$py" ] && flavour=$("$py" -c "$flavour_py" "$app" "$transport" "$1" 2>/dev/null)
     [ -n "$flavour" ] || flavour="ServerApp $transport 0"
+    # shellcheck disable=SC2086  # split on purpose: flavour.py prints three words
     set -- $flavour; cfg=$1; transport=$2; port=$3
 }
 # The Jupyter command line of both backends (a host's launch.sh, a Slurm job's job.sh):

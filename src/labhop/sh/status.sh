@@ -1,4 +1,7 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
 # The status script of both backends: the fields of a server (`status_fields`, from
 # host_status.sh or job_status.sh), then its log tail when asked.
 main() {

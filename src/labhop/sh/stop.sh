@@ -1,4 +1,7 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
 sweep() {
     # Kernels and their children carry the server id in their environment; end any
     # that outlived the server (a kernel's own children are not covered by Jupyter).

@@ -1,4 +1,9 @@
 # shellcheck shell=sh
+# Fragment of a script that remote.py composes: the values it reads are assigned in the
+# script's header (remote._assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
+# `A && B || fail ...` is meant: fail when either test is false.
+# shellcheck disable=SC2015
 main() {
     root_state=$(state_root)
     state=$root_state/$name

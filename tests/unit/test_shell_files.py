@@ -1,0 +1,51 @@
+"""The sh files the remote scripts are made of: each one used, each clean under shellcheck."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labhop import remote
+
+SH_DIR = Path(remote.__file__).parent / "sh"
+SH_FILES = sorted(SH_DIR.glob("*.sh"))
+
+
+def test_every_file_in_labhop_sh_is_read_by_remote() -> None:
+    on_disk = {path.name for path in SH_DIR.iterdir() if path.is_file()}
+    assert on_disk == set(remote.SHELL_FILES)
+
+
+def test_every_sh_file_says_it_is_posix_sh() -> None:
+    assert SH_FILES
+    for path in SH_FILES:
+        assert path.read_text().startswith("# shellcheck shell=sh\n"), path.name
+
+
+def test_every_sh_file_is_in_some_script() -> None:
+    request = remote.LaunchRequest(name="p", server_id="i", token="t" * 8)
+    scripts = [
+        remote.launch_script(request), remote.status_script("p"), remote.stop_script("p"),
+        remote.list_script(), remote.owner_script("p", "c"), remote.logs_script("p"),
+        remote.slurm_submit_script(request, ()), remote.slurm_job_script(request),
+        remote.slurm_status_script("p"),
+        remote.gpus_script(remote.Keys("GPU query script", frozenset()), gpu_fields="",
+                           app_fields="", smi_timeout=1),
+    ]
+    for path in SH_FILES:
+        assert any(path.read_text() in script for script in scripts), path.name
+
+
+def test_shellcheck_passes_on_every_sh_file() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is not installed; CI installs it (scripts/dev setup)")
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    result = subprocess.run([shellcheck, "-s", "sh", *map(str, SH_FILES)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
