@@ -241,7 +241,12 @@ def jupyter_server(sshd: Sshd, tmp_path: Path) -> Iterator[tuple[str, str, int]]
         f"export JUPYTER_TOKEN={token}\n"
         f"cd ~/proj && ~/jvenv/bin/jupyter server --no-browser --ip=127.0.0.1 --port={port}"
         " </dev/null &\n"
-        "cat >/dev/null; kill -TERM $!; wait $!\n"
+        # SIGTERM is Jupyter's clean stop, but one that lands while Jupyter writes to
+        # stderr is lost ("reentrant call inside BufferedWriter", seen here): escalate as
+        # labhop's own stop does.
+        "j=$!; cat >/dev/null; kill -TERM $j\n"
+        "n=0; while kill -0 $j 2>/dev/null && [ $n -lt 50 ]; do sleep 0.2; n=$((n+1)); done\n"
+        "kill -KILL $j 2>/dev/null; wait $j\n"
     )
     log_path = tmp_path / "jupyter.log"
     with log_path.open("w") as log:
