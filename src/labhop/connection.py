@@ -240,9 +240,6 @@ class Connection:
         return self._transport
 
     def describe(self) -> str:
-        return self.transport.describe()
-
-    def transport_description(self) -> str:
         return describe(self.target, self.resolve())
 
     def is_alive(self) -> bool:
@@ -348,7 +345,7 @@ class Connection:
             os.close(create_fd)
 
     def _open_master(self, control_path: Path) -> None:
-        self.progress(f"connecting to {self.transport_description()}")
+        self.progress(f"connecting to {self.describe()}")
         open_master(self.target, self.resolve(), self.ssh, control_path=control_path,
                     log_path=Path(f"{control_path}.log"), persist_s=self.persist_s)
 
