@@ -100,7 +100,7 @@ def test_attach_to_a_kept_job_and_stop_it(slurm: SlurmCluster) -> None:
     # The same name started on the login node itself must not take the job's state.
     clash = run_labhop("-F", str(sshd.config), "gpubox", "--name", "proj", "--no-browser")
     assert clash.rc == 26, clash.stderr
-    assert "'proj' runs as Slurm job" in clash.stderr
+    assert "'proj' already runs as Slurm job" in clash.stderr
     assert "RUNNING" in squeue()
     stopped = run_labhop("stop", "-F", str(sshd.config), "gpubox", "proj")
     assert stopped.rc == 0, stopped.stderr

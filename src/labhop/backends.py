@@ -5,10 +5,12 @@ from a login node. Every command picks its backend from the server's state recor
 (`backend_for_entry`), or from the launch options (`backend_for_launch`), so the
 supervisor in `session` and the commands never ask which one they have.
 
-Adding a backend (PBS, LSF, Kubernetes) means one new class with `kind`, `launch`,
-`status`, `stop` and `health` (and `gpus` where it can see them), registered in
+Adding a backend (PBS, LSF, Kubernetes) means one new class with `kind`, `entry_shell`,
+`launch`, `status`, `stop` and `health` (and `gpus` where it can see them), registered in
 `BACKENDS`; `list`, `find`, `logs` and ownership come from the state directory, which
-every backend shares.
+every backend shares. `entry_shell` is the sh that tells the other scripts what one of its
+state entries is (alive? where? what does `ls` show?): see sh/host_entry.sh. No script
+asks which backend it deals with; they call `alive_KIND` for the kind the entry names.
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ class Backend:
     ownership) is every backend's; launching, checking and stopping are each one's own."""
 
     kind: ClassVar[str] = ""
+    # The shell functions `alive_KIND`, `where_KIND`, `describe_KIND` (see remote._kinds).
+    entry_shell: ClassVar[str] = ""
 
     def __init__(self, conn: Connection, options: BackendOptions | None = None) -> None:
         self.conn = conn
@@ -166,7 +170,8 @@ class Backend:
     def list(self, name: str = "", *, with_token: bool = False
              ) -> tuple[list[remote.ServerEntry], list[str]]:
         """Running servers (all, or `name`), and the stale entries that were cleaned."""
-        result = self.conn.run_script(remote.list_script(name, with_token=with_token))
+        result = self.conn.run_script(remote.list_script(name, kinds=entry_kinds(),
+                                                         with_token=with_token))
         if result.returncode != 0:
             raise script_failure(result.stdout, result.stderr, result.returncode,
                                  "listing servers")
@@ -217,9 +222,11 @@ class HostBackend(Backend):
     """The server runs on the host we ssh into, detached from the connection."""
 
     kind = "host"
+    entry_shell = remote.HOST_ENTRY_SHELL
 
     def launch(self, request: remote.LaunchRequest) -> Server:
-        result = self.conn.run_script(remote.launch_script(request), login=True)
+        result = self.conn.run_script(remote.launch_script(request, kinds=entry_kinds()),
+                                      login=True)
         if result.returncode != 0:
             raise script_failure(result.stdout, result.stderr, result.returncode,
                                  "starting Jupyter")
@@ -280,10 +287,12 @@ class SlurmBackend(Backend):
     """
 
     kind = "slurm"
+    entry_shell = remote.JOB_ENTRY_SHELL
 
     def launch(self, request: remote.LaunchRequest) -> Server:
         request = dataclasses.replace(request, transport="tcp")
-        script = remote.slurm_submit_script(request, self.options.sbatch_args)
+        script = remote.slurm_submit_script(request, self.options.sbatch_args,
+                                            kinds=entry_kinds())
         fields = self._run(script, "submitting the job", login=True)
         jobid = fields.get("jobid")
         existing = fields.get("existing") == "1"
@@ -348,7 +357,8 @@ class SlurmBackend(Backend):
     def stop(self, name: str, *, grace_s: float = 0.0,
              expect_id: str = "") -> remote.ScriptOutput:
         # scancel: Slurm sends SIGTERM (Jupyter's clean stop), then SIGKILL after KillWait.
-        script = remote.stop_script(name, grace_s=grace_s, expect_id=expect_id)
+        del grace_s
+        script = remote.slurm_stop_script(name, expect_id=expect_id)
         return self._run(script, "cancelling the job", timeout=90)
 
     def health(self, server: Server) -> Health:
@@ -382,10 +392,16 @@ BACKENDS: dict[str, type[Backend]] = {
 }
 
 
+def entry_kinds() -> dict[str, str]:
+    """Every registered backend's kind and entry shell, for the scripts that read all of
+    their state entries."""
+    return {kind: backend.entry_shell for kind, backend in BACKENDS.items()}
+
+
 def backend_kind(entry: remote.ServerEntry) -> str:
-    """Which backend runs `entry`: its launch record says (servers started by labhop 0.1
-    have no such field, and only Slurm ones carry a job id)."""
-    kind = str(entry.record.get("backend") or ("slurm" if entry.jobid else "host"))
+    """Which backend runs `entry`: its state entry says (the list script reads it), then
+    its launch record."""
+    kind = entry.kind or str(entry.record.get("backend") or "host")
     return kind if kind in BACKENDS else HostBackend.kind
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from importlib import resources
@@ -117,7 +118,8 @@ JOB_STATUS_KEYS = _keys("job status script",
 # `list_script`: outside its entries, and inside one (between `begin=NAME`, `end=NAME`).
 LIST_KEYS = _keys("list script", "", "cleaned begin end")
 ENTRY_KEYS = frozenset(
-    ("pid", "endpoint", "node", "root", "owner", "kernels", "token", "record", "jobid", "job"))
+    ("kind", "pid", "endpoint", "node", "root", "owner", "kernels", "token", "record", "jobid",
+     "job"))
 
 
 class Script(str):
@@ -179,11 +181,18 @@ _STATUS_BODY = _text("status.sh")
 _HOST_STATUS_FIELDS = _text("host_status.sh")
 _STOP_BODY = _text("stop.sh")
 _LIST_BODY = _text("list.sh")
+# What a state entry of each backend is (`alive_KIND`, `where_KIND`, `describe_KIND`): a
+# backend names its own in `Backend.entry_shell`; the scripts that read every backend's
+# entries (list, and a launch that must not take another backend's name) get them all as
+# `kinds` (see `_kinds`).
+HOST_ENTRY_SHELL = _text("host_entry.sh")
+JOB_ENTRY_SHELL = _text("job_entry.sh")
 _OWNER_BODY = _text("owner.sh")
 _LOGS_BODY = _text("logs.sh")
 # Slurm (see slurm_job_script).
 _JOB_BODY = _text("job.sh")
 _SUBMIT_BODY = _text("submit.sh")
+_JOB_STOP_BODY = _text("job_stop.sh")
 _JOB_STATUS_FIELDS = _text("job_status.sh")
 # The GPU query (see gpus_script).
 _GPUS_BODY = _text("gpus.sh")
@@ -197,6 +206,18 @@ def _script(keys: Keys, assignments: str, *bodies: str) -> Script:
     return Script("\n".join((_PRELUDE, assignments, *bodies, "main\n")), keys)
 
 
+_KIND_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _kinds(kinds: Mapping[str, str]) -> tuple[str, str]:
+    """(the `kinds` assignment, every backend's entry functions) for a script that reads
+    the state entries of all backends, `kinds` mapping each kind to its entry shell."""
+    for kind in kinds:
+        if not _KIND_NAME.fullmatch(kind):
+            raise ValueError(f"a backend kind must be a shell name, not {kind!r}")
+    return _assign(kinds=" ".join(kinds)), "\n".join(kinds.values())
+
+
 def _env_label(env: EnvSpec | None) -> str:
     return f" in {env}" if env else " on the login PATH"
 
@@ -206,10 +227,12 @@ def cull_interval(idle_timeout: int) -> int:
     return max(5, min(300, idle_timeout // 4))
 
 
-def launch_script(request: LaunchRequest) -> Script:
-    """Start the named server detached, or report the one already running under that name."""
-    return _script(LAUNCH_KEYS, _assign(**launch_values(request)), _ACTIVATE, _PREPARE,
-                   _LAUNCH_BODY)
+def launch_script(request: LaunchRequest, *, kinds: Mapping[str, str]) -> Script:
+    """Start the named server detached, or report the one already running under that name
+    (refusing the name while another backend's server holds it: `kinds`, see `_kinds`)."""
+    kinds_assignment, entry_shell = _kinds(kinds)
+    return _script(LAUNCH_KEYS, _assign(**launch_values(request)) + kinds_assignment,
+                   entry_shell, _ACTIVATE, _PREPARE, _LAUNCH_BODY)
 
 
 def launch_values(request: LaunchRequest) -> dict[str, object]:
@@ -267,11 +290,13 @@ def stop_script(name: str, *, grace_s: float = 5.0, term_s: float = 10.0,
     return _script(STOP_KEYS, assignments, _STOP_BODY)
 
 
-def list_script(name: str = "", *, with_token: bool = False,
+def list_script(name: str = "", *, kinds: Mapping[str, str], with_token: bool = False,
                 with_kernels: bool = True) -> Script:
-    """Describe every running server (or just `name`); clean entries whose server is gone."""
+    """Describe every running server (or just `name`) of the backends in `kinds` (see
+    `_kinds`); clean entries whose server is gone."""
+    kinds_assignment, entry_shell = _kinds(kinds)
     assignments = _assign(name=name, with_token=int(with_token), with_kernels=int(with_kernels))
-    return _script(LIST_KEYS, assignments, _LIST_BODY)
+    return _script(LIST_KEYS, assignments + kinds_assignment, entry_shell, _LIST_BODY)
 
 
 def owner_script(name: str, client: str) -> Script:
@@ -424,6 +449,7 @@ class ServerEntry:
     record: dict[str, object]
     jobid: str = ""
     job: str = ""  # squeue's "STATE|REASON|NODE|TIME_LEFT" for a Slurm job
+    kind: str = ""  # the backend that runs it, as its state entry says ("host", "slurm")
 
 
 def parse_entries(stdout: str) -> tuple[list[ServerEntry], list[str]]:
@@ -483,6 +509,7 @@ def _entry(block: dict[str, str]) -> ServerEntry:
         record=record if isinstance(record, dict) else {},
         jobid=block.get("jobid", ""),
         job=block.get("job", ""),
+        kind=block.get("kind", ""),
     )
 
 
@@ -499,8 +526,11 @@ def slurm_job_script(request: LaunchRequest) -> Script:
     return Script("#!/bin/sh\n" + body, JOB_KEYS)
 
 
-def slurm_submit_script(request: LaunchRequest, sbatch_args: tuple[str, ...]) -> Script:
-    """Submit the job from the login node, or report the job already serving this name."""
+def slurm_submit_script(request: LaunchRequest, sbatch_args: tuple[str, ...], *,
+                        kinds: Mapping[str, str]) -> Script:
+    """Submit the job from the login node, or report the job already serving this name
+    (refusing the name while another backend's server holds it: `kinds`, see `_kinds`)."""
+    kinds_assignment, entry_shell = _kinds(kinds)
     assignments = _assign(
         name=request.name,
         server_id=request.server_id,
@@ -509,10 +539,19 @@ def slurm_submit_script(request: LaunchRequest, sbatch_args: tuple[str, ...]) ->
         slurm_opts=shlex.join(sbatch_args),
         job_script=slurm_job_script(request),
     )
-    return _script(SUBMIT_KEYS, assignments, _SUBMIT_BODY)
+    return _script(SUBMIT_KEYS, assignments + kinds_assignment, entry_shell, _SUBMIT_BODY)
 
 
 def slurm_status_script(name: str, *, with_log: bool = False,
                         log_lines: int = 30) -> Script:
     assignments = _assign(name=name, with_log=int(with_log), log_lines=log_lines)
-    return _script(JOB_STATUS_KEYS, assignments, _JOB_STATUS_FIELDS, _STATUS_BODY)
+    return _script(JOB_STATUS_KEYS, assignments, JOB_ENTRY_SHELL, _JOB_STATUS_FIELDS,
+                   _STATUS_BODY)
+
+
+def slurm_stop_script(name: str, *, keep_log: bool = False, expect_id: str = "") -> Script:
+    """Cancel the named server's job, wait until it has left the queue, and clean up.
+
+    With `expect_id`, only if it is that launch."""
+    assignments = _assign(name=name, expect_id=expect_id, keep_log=int(keep_log))
+    return _script(STOP_KEYS, assignments, JOB_ENTRY_SHELL, _JOB_STOP_BODY)

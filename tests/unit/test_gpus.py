@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from labhop import gpus, remote
+from labhop.backends import entry_kinds
 from labhop.errors import ConfigError, NoGpusError, RemoteError
 from labhop.gpus import Gpu, GpuProcess, GpuReport
 from tests import fake_nvidia_smi
@@ -334,7 +335,8 @@ def test_launch_exports_cuda_visible_devices_only_when_chosen(
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     if inherited:
         env["CUDA_VISIBLE_DEVICES"] = inherited
-    result = subprocess.run(["sh", "-s"], input=remote.launch_script(request), text=True,
+    script = remote.launch_script(request, kinds=entry_kinds())
+    result = subprocess.run(["sh", "-s"], input=script, text=True,
                             capture_output=True, env=env, cwd=tmp_path, timeout=30, check=False)
     pid = remote.parse_output(result.stdout, remote.LAUNCH_KEYS).get("pid")
     try:

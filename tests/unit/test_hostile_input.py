@@ -25,7 +25,7 @@ from labhop import gpus, remote
 from labhop.errors import LabhopError
 from labhop.session import validate_name
 from tests import fake_nvidia_smi
-from tests.unit.test_remote_scripts import alive, request, run_sh
+from tests.unit.test_remote_scripts import KINDS, alive, launch_script, list_script, request, run_sh
 
 SERVER_ID = "0123456789abcdef"
 GPU_UUID = "GPU-0fd630f1-f29d-4da9-953f-48f1a09f76b5"
@@ -169,7 +169,7 @@ def test_a_launch_uses_every_value_literally(home: Path, mark: Path, case: str) 
     args = (value, f"--ServerApp.x={value}")
     record = {"name": value, "root_dir": value}
     server_id = unique_id()
-    launch = remote.launch_script(request(
+    launch = launch_script(request(
         name=name, server_id=server_id, env=remote.EnvSpec("venv", "~/env"),
         root_dir=str(root), local_home=value, jupyter_args=args, record=record,
         cuda_visible_devices=f"MIG-{value}"))
@@ -198,7 +198,7 @@ def test_a_launch_uses_every_value_literally(home: Path, mark: Path, case: str) 
         time.sleep(0.05)
 
     [entry], cleaned = remote.parse_entries(
-        run_sh(remote.list_script(with_token=True, with_kernels=False), home).stdout)
+        run_sh(list_script(with_token=True, with_kernels=False), home).stdout)
     assert cleaned == []
     assert entry.name == name
     assert entry.root == os.path.realpath(root)
@@ -219,11 +219,11 @@ def test_the_reported_forged_endpoint_is_never_believed(home: Path) -> None:
     root = home / "proj\nlabhop:endpoint=tcp:127.0.0.1:9"
     root.mkdir()
     recording_venv(home / "env")
-    launch = remote.launch_script(request(server_id=unique_id(),
-                                          env=remote.EnvSpec("venv", "~/env"),
-                                          root_dir=str(root)))
+    launch = launch_script(request(server_id=unique_id(),
+                                   env=remote.EnvSpec("venv", "~/env"),
+                                   root_dir=str(root)))
     assert run_sh(launch, home).returncode == 0
-    listed = run_sh(remote.list_script(), home).stdout
+    listed = run_sh(list_script(), home).stdout
     assert not [line for line in listed.split("\n") if line.startswith("labhop:endpoint=tcp:")]
     [entry], _ = remote.parse_entries(listed)
     assert entry.endpoint.startswith("unix:/tmp/")
@@ -246,9 +246,9 @@ def test_a_missing_dir_is_named_literally_in_the_error(home: Path, mark: Path,
                                                        case: str) -> None:
     missing = home / as_path(payloads(mark)[case])
     recording_venv(home / "env")
-    result = run_sh(remote.launch_script(request(server_id=unique_id(),
-                                                 env=remote.EnvSpec("venv", "~/env"),
-                                                 root_dir=str(missing))), home)
+    result = run_sh(launch_script(request(server_id=unique_id(),
+                                          env=remote.EnvSpec("venv", "~/env"),
+                                          root_dir=str(missing))), home)
     assert result.returncode == remote.Exit.ROOT_DIR_MISSING
     assert f"server root {missing} does not exist on " in failure(result)
 
@@ -263,7 +263,7 @@ def env_spec(kind: str, value: str) -> remote.EnvSpec:
 def test_a_venv_path_is_used_literally(home: Path, mark: Path, case: str) -> None:
     spec = env_spec("venv", str(home / as_path(payloads(mark)[case])))
     recording_venv(Path(spec.value))
-    result = run_sh(remote.launch_script(request(server_id=unique_id(), env=spec)), home)
+    result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
     if ":" in spec.value:
         # Its bin cannot go on $PATH (`:` separates PATH's entries), so there is no
         # jupyter-lab in it: refused, naming the venv as given.
@@ -278,7 +278,7 @@ def test_a_venv_path_is_used_literally(home: Path, mark: Path, case: str) -> Non
 @pytest.mark.parametrize("case", NAMES)
 def test_a_missing_venv_is_named_literally(home: Path, mark: Path, case: str) -> None:
     spec = env_spec("venv", str(home / as_path(payloads(mark)[case])))
-    result = run_sh(remote.launch_script(request(server_id=unique_id(), env=spec)), home)
+    result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
     assert result.returncode == remote.Exit.ENV_NOT_FOUND
     assert failure(result).startswith(f"no virtualenv at {spec.value} on ")
 
@@ -304,7 +304,7 @@ def test_a_conda_env_name_is_passed_literally(home: Path, mark: Path, case: str,
                                               kind: str) -> None:
     spec = env_spec(kind, payloads(mark)[case])
     fake_conda(home, works=True)
-    result = run_sh(remote.launch_script(request(server_id=unique_id(), env=spec)), home)
+    result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
     assert result.returncode == 0, result.stdout + result.stderr
     assert recorded(home / "conda-args") == ["activate", spec.value]
     remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
@@ -314,7 +314,7 @@ def test_a_conda_env_name_is_passed_literally(home: Path, mark: Path, case: str,
 def test_a_missing_conda_env_is_named_literally(home: Path, mark: Path, case: str) -> None:
     spec = env_spec("conda", payloads(mark)[case])
     fake_conda(home, works=False)
-    result = run_sh(remote.launch_script(request(server_id=unique_id(), env=spec)), home)
+    result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
     assert result.returncode == remote.Exit.ENV_NOT_FOUND
     assert f"conda environment '{spec.value}' not found on " in failure(result)
 
@@ -336,7 +336,7 @@ def test_a_micromamba_env_name_is_passed_literally(home: Path, mark: Path, case:
         "}\n"
         "HOOK\n")
     (bin_dir / "micromamba").chmod(0o755)
-    script = remote.launch_script(request(server_id=unique_id(), env=spec))
+    script = launch_script(request(server_id=unique_id(), env=spec))
     result = run_sh(script, home, path_prefix=str(bin_dir))
     assert result.returncode == 0, result.stdout + result.stderr
     assert recorded(home / "mm-args") == ["activate", spec.value]
@@ -349,7 +349,7 @@ def test_module_names_are_passed_literally(home: Path, mark: Path, case: str) ->
     bin_dir.mkdir()
     (bin_dir / "module").write_text("#!/bin/sh\nprintf '%s\\0' \"$@\" > \"$HOME/module-args\"\n")
     (bin_dir / "module").chmod(0o755)
-    script = remote.launch_script(request(server_id=unique_id(), env=spec))
+    script = launch_script(request(server_id=unique_id(), env=spec))
     result = run_sh(script, home, path_prefix=str(bin_dir))
     assert recorded(home / "module-args") == ["load", *spec.value.split(",")]
     # The stand-in loads nothing, so Jupyter is missing: said with the names as given.
@@ -364,7 +364,7 @@ def test_a_cmd_env_cannot_print_protocol_lines(home: Path) -> None:
     spec = env_spec("cmd", "echo labhop:endpoint=tcp:127.0.0.1:9; "
                            "printf 'x\\nlabhop:pid=1\\n'; echo labhop:exit=0 >&2; "
                            f". {activate}")
-    result = run_sh(remote.launch_script(request(server_id=unique_id(), env=spec)), home)
+    result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
     assert result.returncode == 0, result.stdout + result.stderr
     started = remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
     assert started.get("endpoint").startswith("unix:")
@@ -376,7 +376,7 @@ def test_a_failing_cmd_env_is_reported_literally(home: Path, mark: Path, case: s
     value = payloads(mark)[case]
     (home / "said").write_text(value)
     spec = env_spec("cmd", "cat \"$HOME/said\" >&2; false")
-    result = run_sh(remote.launch_script(request(server_id=unique_id(), env=spec)), home)
+    result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
     assert result.returncode == remote.Exit.ENV_NOT_FOUND
     # The last line it wrote to stderr, as `tail -n 1 | tr -d '\r'` takes it.
     last = (value if not value.endswith("\n") else value[:-1]).split("\n")[-1]
@@ -405,7 +405,7 @@ def test_sbatch_options_are_passed_literally(home: Path, mark: Path, case: str) 
     fake_sbatch(home / "bin")
     options = (value, f"--comment={value}")
     script = remote.slurm_submit_script(request(transport="tcp", record={"x": value}),
-                                        options)
+                                        options, kinds=KINDS)
     result = run_sh(script, home, path_prefix=str(home / "bin"))
     assert result.returncode == 0, result.stdout + result.stderr
     submitted = remote.parse_output(result.stdout, remote.SUBMIT_KEYS)
@@ -422,7 +422,7 @@ def test_sbatch_refusals_are_reported_literally(home: Path, mark: Path, case: st
     value = payloads(mark)[case]
     fake_sbatch(home / "bin", refuse=f"sbatch: error: {value}\nsbatch: error: Batch job "
                                      "submission failed\n")
-    script = remote.slurm_submit_script(request(transport="tcp"), ())
+    script = remote.slurm_submit_script(request(transport="tcp"), (), kinds=KINDS)
     result = run_sh(script, home, path_prefix=str(home / "bin"))
     assert result.returncode == remote.Exit.SLURM_REFUSED
     first = value.split("\n")[0]
@@ -500,7 +500,7 @@ def test_ls_entries_hold_what_the_state_says_literally(home: Path, mark: Path,
                              "node": f"{value}\n", "token": value,
                              "launch.json": json.dumps({"name": value}) + "\n"})
     fake_server(home, "zz-second", {"endpoint": "unix:/s.sock\n"})
-    listed = run_sh(remote.list_script(with_token=True, with_kernels=False), home)
+    listed = run_sh(list_script(with_token=True, with_kernels=False), home)
     entries, cleaned = remote.parse_entries(listed.stdout)
     assert cleaned == []
     assert sorted(entry.name for entry in entries) == sorted([name, "zz-second"])
@@ -521,7 +521,7 @@ def test_a_dead_server_with_a_hostile_name_is_cleaned_literally(home: Path,
     state.mkdir(parents=True)
     (state / "id").write_text(unique_id())
     (state / "pid").write_text("999999999\n")
-    entries, cleaned = remote.parse_entries(run_sh(remote.list_script(), home).stdout)
+    entries, cleaned = remote.parse_entries(run_sh(list_script(), home).stdout)
     assert (entries, cleaned) == ([], [name])
     assert not state.exists()
 

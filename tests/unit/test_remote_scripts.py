@@ -18,7 +18,20 @@ from pathlib import Path
 import pytest
 
 from labhop import remote
+from labhop.backends import entry_kinds
 from labhop.errors import RemoteError
+
+# The scripts as the backends compose them: with every registered backend's entry shell.
+KINDS = entry_kinds()
+
+
+def launch_script(req: remote.LaunchRequest) -> remote.Script:
+    return remote.launch_script(req, kinds=KINDS)
+
+
+def list_script(name: str = "", **flags: bool) -> remote.Script:
+    return remote.list_script(name, kinds=KINDS, **flags)
+
 
 
 def run_sh(script: str, home: Path, path_prefix: str = "") -> subprocess.CompletedProcess[str]:
@@ -77,7 +90,7 @@ def test_parse_env_spec_rejects_with_the_forms_to_use(text: str) -> None:
 
 
 def test_token_and_values_are_quoted_once_and_never_expanded() -> None:
-    script = remote.launch_script(request(root_dir="~/it's $HOME; rm -rf /"))
+    script = launch_script(request(root_dir="~/it's $HOME; rm -rf /"))
     assert "token=" + "f" * 48 in script
     assert "root_dir='~/it'\"'\"'s $HOME; rm -rf /'" in script
 
@@ -90,7 +103,7 @@ def test_parse_output_ignores_noise_and_keeps_the_log() -> None:
 
 
 def test_missing_venv_is_env_not_found(tmp_path: Path) -> None:
-    result = run_sh(remote.launch_script(request(env=remote.EnvSpec("venv", "~/nope"))), tmp_path)
+    result = run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/nope"))), tmp_path)
     assert result.returncode == remote.Exit.ENV_NOT_FOUND
     assert f"no virtualenv at {tmp_path}/nope" in result.stdout
     assert not (tmp_path / ".local/state/labhop/servers/proj").exists()
@@ -101,9 +114,9 @@ def test_venv_without_jupyter_is_jupyter_not_found(tmp_path: Path) -> None:
     elsewhere = tmp_path / "other"
     fake_venv(elsewhere, with_jupyter=True)
     result = run_sh(
-        remote.launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
-        tmp_path,
-        path_prefix=str(elsewhere / "bin"),
+        launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
+                              tmp_path,
+                              path_prefix=str(elsewhere / "bin"),
     )
     assert result.returncode == remote.Exit.JUPYTER_NOT_FOUND
     assert "belongs to another environment" in result.stdout
@@ -111,7 +124,7 @@ def test_venv_without_jupyter_is_jupyter_not_found(tmp_path: Path) -> None:
 
 def test_missing_root_dir(tmp_path: Path) -> None:
     fake_venv(tmp_path / "env", with_jupyter=True)
-    script = remote.launch_script(
+    script = launch_script(
         request(env=remote.EnvSpec("venv", "~/env"), root_dir="~/missing")
     )
     result = run_sh(script, tmp_path)
@@ -120,7 +133,7 @@ def test_missing_root_dir(tmp_path: Path) -> None:
 
 
 def test_conda_without_any_install_is_env_not_found(tmp_path: Path) -> None:
-    result = run_sh(remote.launch_script(request(env=remote.EnvSpec("conda", "torch"))), tmp_path)
+    result = run_sh(launch_script(request(env=remote.EnvSpec("conda", "torch"))), tmp_path)
     assert result.returncode == remote.Exit.ENV_NOT_FOUND
     assert "conda not found" in result.stdout
 
@@ -129,7 +142,7 @@ def test_local_home_prefix_is_read_relative_to_the_remote_home(tmp_path: Path) -
     home = tmp_path / "remote-home"
     (home / "proj").mkdir(parents=True)
     fake_venv(home / "env", with_jupyter=True)
-    script = remote.launch_script(
+    script = launch_script(
         request(
             env=remote.EnvSpec("venv", "/Users/me/env"),
             root_dir="/Users/me/proj",
@@ -183,8 +196,8 @@ def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path
     pids = []
     try:
         for name, server_id in (("one", "a" * 16), ("two", "b" * 16)):
-            script = remote.launch_script(request(name=name, server_id=server_id,
-                                                  env=remote.EnvSpec("venv", "~/env")))
+            script = launch_script(request(name=name, server_id=server_id,
+                                           env=remote.EnvSpec("venv", "~/env")))
             launched = remote.parse_output(run_sh(script, tmp_path).stdout, remote.LAUNCH_KEYS)
             pids.append(int(launched.get("pid")))
         dead = tmp_path / ".local/state/labhop/servers/dead"
@@ -192,7 +205,7 @@ def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path
         (dead / "id").write_text("c" * 16)
         (dead / "pid").write_text("999999999\n")
 
-        entries, cleaned = remote.parse_entries(run_sh(remote.list_script(), tmp_path).stdout)
+        entries, cleaned = remote.parse_entries(run_sh(list_script(), tmp_path).stdout)
         assert [entry.name for entry in entries] == ["one", "two"]
         assert [entry.pid for entry in entries] == [str(pid) for pid in pids]
         assert entries[0].root == str(tmp_path)
@@ -202,7 +215,7 @@ def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path
         assert not dead.exists()
 
         only, _ = remote.parse_entries(
-            run_sh(remote.list_script("two", with_token=True), tmp_path).stdout)
+            run_sh(list_script("two", with_token=True), tmp_path).stdout)
         assert [(entry.name, entry.token) for entry in only] == [("two", "f" * 48)]
     finally:
         for pid in pids:
@@ -215,8 +228,8 @@ def test_status_reports_alive_and_the_log_tail_and_exits_0(tmp_path: Path) -> No
     assert unknown.returncode == 0
     assert remote.parse_output(unknown.stdout, remote.STATUS_KEYS).get("known") == "0"
     launched = remote.parse_output(
-        run_sh(remote.launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
-               tmp_path).stdout, remote.LAUNCH_KEYS)
+        run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
+                                     tmp_path).stdout, remote.LAUNCH_KEYS)
     try:
         (tmp_path / ".local/state/labhop/servers/proj/log").write_text("line 1\nline 2\n")
         plain = run_sh(remote.status_script("proj"), tmp_path)
@@ -236,7 +249,7 @@ def test_module_names_are_loaded_literally_never_globbed(tmp_path: Path) -> None
     module.write_text('#!/bin/sh\nprintf \'%s\\n\' "$@" > "$HOME/module-args"\n')
     module.chmod(0o755)
     (tmp_path / "notes.txt").write_text("")  # what `*` would match in the working directory
-    script = remote.launch_script(request(env=remote.parse_env_spec("module:*,cuda/12")))
+    script = launch_script(request(env=remote.parse_env_spec("module:*,cuda/12")))
     result = run_sh(script, tmp_path, path_prefix=str(bin_dir))
     assert (tmp_path / "module-args").read_text().splitlines() == ["load", "*", "cuda/12"]
     assert "module load" not in result.stdout  # loading worked; Jupyter is what is missing
@@ -260,7 +273,7 @@ def alive(pid: int) -> bool:
 
 def test_without_proc_the_recorded_start_time_proves_the_server(tmp_path: Path) -> None:
     fake_venv(tmp_path / "env", with_jupyter=True)
-    script = remote.launch_script(request(env=remote.EnvSpec("venv", "~/env")))
+    script = launch_script(request(env=remote.EnvSpec("venv", "~/env")))
     launched = run_sh(without_proc(script), tmp_path)
     assert launched.returncode == 0, launched.stdout + launched.stderr
     pid = int(remote.parse_output(launched.stdout, remote.LAUNCH_KEYS).get("pid"))
@@ -269,7 +282,7 @@ def test_without_proc_the_recorded_start_time_proves_the_server(tmp_path: Path) 
         assert (state / "start").read_text().strip()
         status = run_sh(without_proc(remote.status_script("proj")), tmp_path)
         assert remote.parse_output(status.stdout, remote.STATUS_KEYS).get("alive") == "1"
-        listed = run_sh(without_proc(remote.list_script()), tmp_path)
+        listed = run_sh(without_proc(list_script()), tmp_path)
         entries, _ = remote.parse_entries(listed.stdout)
         assert [entry.pid for entry in entries] == [str(pid)]
 
@@ -312,8 +325,8 @@ def test_without_proc_a_reused_pid_is_never_signalled(tmp_path: Path, recorded: 
 def test_a_normal_launch_records_the_servers_start_time(tmp_path: Path) -> None:
     fake_venv(tmp_path / "env", with_jupyter=True)
     launched = remote.parse_output(
-        run_sh(remote.launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
-               tmp_path).stdout, remote.LAUNCH_KEYS)
+        run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
+                                     tmp_path).stdout, remote.LAUNCH_KEYS)
     pid = int(launched.get("pid"))
     try:
         state = tmp_path / ".local/state/labhop/servers/proj"
@@ -325,9 +338,9 @@ def test_a_normal_launch_records_the_servers_start_time(tmp_path: Path) -> None:
 
 
 def test_no_start_passes_the_unrecognised_no_browser_open_file() -> None:
-    host = remote.launch_script(request())
+    host = launch_script(request())
     job = remote.slurm_job_script(request(transport="tcp"))
-    submit = remote.slurm_submit_script(request(transport="tcp"), ("-p", "gpu"))
+    submit = remote.slurm_submit_script(request(transport="tcp"), ("-p", "gpu"), kinds=KINDS)
     for script in (host, job, submit):
         assert "--no-browser" in script
         assert "no_browser_open_file" not in script
@@ -366,7 +379,7 @@ def test_stopping_a_slurm_server_removes_its_runtime_dir(tmp_path: Path) -> None
     fake_slurm(tmp_path / "bin")
     try:
         stopped = remote.parse_output(
-            run_sh(remote.stop_script("proj"), tmp_path, str(tmp_path / "bin")).stdout,
+            run_sh(remote.slurm_stop_script("proj"), tmp_path, str(tmp_path / "bin")).stdout,
             remote.STOP_KEYS)
         assert stopped.get("stopped") == "1"
         assert not runtime.exists()
@@ -469,7 +482,7 @@ def test_launch_falls_back_to_a_private_dir_and_stop_removes_it(
         tmp_path: Path, run_root: Path, how: str) -> None:
     usual = taken(run_root, how)
     socket_stub(tmp_path / "env")
-    script = remote.launch_script(request(env=remote.EnvSpec("venv", "~/env")))
+    script = launch_script(request(env=remote.EnvSpec("venv", "~/env")))
     launched = run_sh(with_run_root(script, run_root), tmp_path)
     assert launched.returncode == 0, launched.stdout + launched.stderr
     output = remote.parse_output(launched.stdout, remote.LAUNCH_KEYS)
@@ -505,7 +518,7 @@ def test_launch_keeps_its_own_usual_dir_and_makes_it_private(
     usual.mkdir(mode=0o755)
     usual.chmod(0o755)
     socket_stub(tmp_path / "env")
-    script = remote.launch_script(request(env=remote.EnvSpec("venv", "~/env")))
+    script = launch_script(request(env=remote.EnvSpec("venv", "~/env")))
     output = remote.parse_output(
         run_sh(with_run_root(script, run_root), tmp_path).stdout, remote.LAUNCH_KEYS)
     pid = int(output.get("pid"))
@@ -532,7 +545,7 @@ def test_stopping_a_slurm_server_removes_its_recorded_fallback_dir(
                        ("rundir", f"{fallback}\n")):
         (state / name).write_text(text)
     fake_slurm(tmp_path / "bin")
-    stopped = run_sh(with_run_root(remote.stop_script("proj"), run_root), tmp_path,
+    stopped = run_sh(with_run_root(remote.slurm_stop_script("proj"), run_root), tmp_path,
                      str(tmp_path / "bin"))
     assert remote.parse_output(stopped.stdout, remote.STOP_KEYS).get("stopped") == "1"
     assert not fallback.exists()
@@ -605,3 +618,72 @@ def test_a_failure_is_read_whatever_else_the_script_printed() -> None:
     assert (output.get("error"), output.get("exit")) == ("no\nroot", "92")
     with pytest.raises(RemoteError, match="'error' twice"):
         remote.parse_failure("labhop:error=a\nlabhop:error=b\n")
+
+
+def slurm_entry(home: Path, name: str = "proj") -> Path:
+    state = home / ".local/state/labhop/servers" / name
+    state.mkdir(parents=True)
+    for file, text in (("id", "0123456789abcdef"), ("backend", "slurm\n"), ("jobid", "42\n"),
+                       ("pid", "1\n"), ("token", "t")):
+        (state / file).write_text(text)
+    return state
+
+
+def running_squeue(bin_dir: Path) -> None:
+    """An squeue that shows job 42 running on node07."""
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho 'RUNNING|None|node07|1:00:00'\n")
+    (bin_dir / "squeue").chmod(0o755)
+
+
+def test_the_host_stop_script_leaves_another_backends_server_alone(tmp_path: Path) -> None:
+    state = slurm_entry(tmp_path)
+    stopped = run_sh(remote.stop_script("proj", grace_s=0), tmp_path)
+    assert remote.parse_output(stopped.stdout, remote.STOP_KEYS).get("known") == "0"
+    assert (state / "jobid").exists()
+
+
+def test_list_asks_each_entrys_own_backend_whether_it_is_alive(tmp_path: Path) -> None:
+    slurm_entry(tmp_path)
+    running_squeue(tmp_path / "bin")
+    entries, cleaned = remote.parse_entries(
+        run_sh(list_script(), tmp_path, str(tmp_path / "bin")).stdout)
+    assert cleaned == []
+    [entry] = entries
+    assert (entry.kind, entry.jobid, entry.job) == ("slurm", "42", "RUNNING|None|node07|1:00:00")
+    assert entry.kernels is None  # a job's kernels live on its node: not counted here
+
+
+def test_list_neither_shows_nor_cleans_an_entry_of_an_unknown_backend(tmp_path: Path) -> None:
+    state = slurm_entry(tmp_path)
+    (state / "backend").write_text("pbs\n")
+    entries, cleaned = remote.parse_entries(run_sh(list_script(), tmp_path).stdout)
+    assert (entries, cleaned) == ([], [])
+    assert state.exists()
+
+
+def test_a_launch_refuses_a_name_that_a_live_job_holds(tmp_path: Path) -> None:
+    state = slurm_entry(tmp_path)
+    running_squeue(tmp_path / "bin")
+    result = run_sh(launch_script(request()), tmp_path, str(tmp_path / "bin"))
+    assert result.returncode == remote.Exit.STATE_UNUSABLE, result.stdout
+    assert "'proj' already runs as Slurm job 42" in remote.parse_failure(result.stdout).get(
+        "error")
+    assert (state / "jobid").exists()
+
+
+def test_a_job_submission_refuses_a_name_that_a_host_server_holds(tmp_path: Path) -> None:
+    fake_venv(tmp_path / "env", with_jupyter=True)
+    result = run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/env"))), tmp_path)
+    pid = int(remote.parse_output(result.stdout, remote.LAUNCH_KEYS).get("pid") or 0)
+    try:
+        assert alive(pid), result.stdout + result.stderr
+        submitted = run_sh(remote.slurm_submit_script(request(transport="tcp"), (), kinds=KINDS),
+                           tmp_path)
+        assert submitted.returncode == remote.Exit.STATE_UNUSABLE, submitted.stdout
+        assert "already runs on the host itself" in remote.parse_failure(
+            submitted.stdout).get("error")
+        assert alive(pid)
+    finally:
+        if alive(pid):
+            os.kill(pid, 9)

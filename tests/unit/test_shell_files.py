@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from labhop import remote
+from labhop.backends import entry_kinds
+
+KINDS = entry_kinds()
 
 SH_DIR = Path(remote.__file__).parent / "sh"
 SH_FILES = sorted(SH_DIR.glob("*.sh"))
@@ -29,10 +32,11 @@ def test_every_sh_file_says_it_is_posix_sh() -> None:
 def test_every_sh_file_is_in_some_script() -> None:
     request = remote.LaunchRequest(name="p", server_id="i", token="t" * 8)
     scripts = [
-        remote.launch_script(request), remote.status_script("p"), remote.stop_script("p"),
-        remote.list_script(), remote.owner_script("p", "c"), remote.logs_script("p"),
-        remote.slurm_submit_script(request, ()), remote.slurm_job_script(request),
-        remote.slurm_status_script("p"),
+        remote.launch_script(request, kinds=KINDS), remote.status_script("p"),
+        remote.stop_script("p"), remote.list_script(kinds=KINDS), remote.owner_script("p", "c"),
+        remote.logs_script("p"), remote.slurm_submit_script(request, (), kinds=KINDS),
+        remote.slurm_job_script(request), remote.slurm_status_script("p"),
+        remote.slurm_stop_script("p"),
         remote.gpus_script(remote.Keys("GPU query script", frozenset()), gpu_fields="",
                            app_fields="", smi_timeout=1),
     ]

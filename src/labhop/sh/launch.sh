@@ -9,10 +9,8 @@
 main() {
     root_state=$(state_root)
     state=$root_state/$name
-    if is_slurm "$state" && [ -n "$(job_line "$(read_file "$state/jobid")")" ]; then
-        fail 93 "'$name' runs as Slurm job $(read_file "$state/jobid"); use labhop attach for it, or pick another --name"
-    fi
-    if [ -f "$state/pid" ] && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")" "$state"; then
+    [ -d "$state" ] && refuse_other_kind "$state" host
+    if [ -f "$state/pid" ] && alive_host "$state"; then
         out existing 1
         report "$state"
         exit 0
@@ -22,6 +20,7 @@ main() {
     rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
     cleanup_dir=$state
     printf '%s' "$server_id" > "$state/id"
+    printf 'host\n' > "$state/backend"
     prepare_jupyter 127.0.0.1
     rundir=$(run_base) \
         || fail 93 "cannot create a private directory under $run_root on $(hostname)"

@@ -163,8 +163,20 @@ end_owner() {
     p=$(live_owner "$1") || return 0
     [ "$p" = "$$" ] || kill -TERM "$p" 2>/dev/null
 }
-# For a server that runs as a Slurm job: its squeue line (state|reason|node|time left),
-# empty once the job has ended.
-job_line() { squeue -h -j "$1" -o '%T|%r|%N|%L' 2>/dev/null | head -n 1; }
-is_slurm() { [ "$(read_file "$1/backend")" = slurm ]; }
+# The backend that runs the server of state entry $1, as its launch wrote it ("host" for
+# entries of labhop 0.1, which wrote none). Scripts that read every backend's entries hold
+# each known backend's `alive_KIND`, `where_KIND` and `describe_KIND` (remote.py composes
+# them in, and lists their kinds in `$kinds`).
+entry_kind() { k=$(read_file "$1/backend"); printf '%s' "${k:-host}"; }
+known_kind() { case " $kinds " in *" $1 "*) return 0 ;; esac; return 1; }
+# Refuse to replace entry $1 when a live server of another backend than $2 holds it.
+refuse_other_kind() {
+    k=$(entry_kind "$1")
+    [ "$k" = "$2" ] && return 0
+    # A backend this labhop does not know (a newer labhop's) may be alive: keep out.
+    known_kind "$k" || fail 93 "'$name' belongs to a labhop backend this version does not know ($k); pick another --name"
+    if "alive_$k" "$1"; then
+        fail 93 "'$name' already runs $("where_$k" "$1"); use labhop attach for it, or pick another --name"
+    fi
+}
 log_tail() { log_begin; tail -n "$log_lines" "$1" 2>/dev/null; }

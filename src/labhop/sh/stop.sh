@@ -21,40 +21,18 @@ wait_gone() {
     done
     return 0
 }
-# A Slurm job: scancel makes Slurm send SIGTERM (Jupyter's clean stop), then SIGKILL
-# after KillWait; wait until the job has left the queue.
-stop_job() {
-    out known 1
-    jid=$(read_file "$state/jobid")
-    if [ -n "$(job_line "$jid")" ]; then
-        out was_running 1
-        scancel "$jid" 2>/dev/null && out signal scancel
-        n=0
-        while [ -n "$(job_line "$jid")" ] && [ "$n" -lt 300 ]; do nap; n=$((n + 1)); done
-    else
-        out was_running 0
-    fi
-    end_owner "$state"
-    # The job removes its runtime dir (with the cookie secret) on its node as it ends;
-    # this catches a job killed before it could, where that node shares this /tmp.
-    drop_rundir "$state" "$id"
-    if [ "$keep_log" = 1 ]; then rm -f "$state/token" "$state/pid" "$state/start"; else rm -rf "$state"; fi
-    out stopped 1
-    exit 0
-}
 main() {
     state=$(state_root)/$name
-    [ -d "$state" ] || { out known 0; exit 0; }
+    # Another backend's server is that backend's to stop (its own stop script).
+    if [ ! -d "$state" ] || [ "$(entry_kind "$state")" != host ]; then out known 0; exit 0; fi
     id=$(read_file "$state/id")
     if [ -n "$expect_id" ]; then
         # Only the launch with this id may be stopped; it may still be activating.
         [ "$id" = "$expect_id" ] || { out known 0; exit 0; }
-        is_slurm "$state" && stop_job
         n=0
         while [ -d "$state" ] && [ ! -s "$state/pid" ] && [ "$n" -lt 150 ]; do nap; n=$((n + 1)); done
         [ -d "$state" ] || { out known 0; exit 0; }
     fi
-    is_slurm "$state" && stop_job
     out known 1
     pid=$(read_file "$state/pid")
     if is_ours "$pid" "$id" "$state"; then

@@ -7,7 +7,8 @@
 main() {
     root_state=$(state_root)
     state=$root_state/$name
-    if [ "$(read_file "$state/backend")" = slurm ]; then
+    [ -d "$state" ] && refuse_other_kind "$state" slurm
+    if [ "$(entry_kind "$state")" = slurm ]; then
         case $(job_line "$(read_file "$state/jobid")" | cut -d'|' -f1) in
             PENDING|CONFIGURING|RUNNING|REQUEUED|RESIZING|SUSPENDED)
                 out existing 1
@@ -15,10 +16,6 @@ main() {
                 out token "$(read_file "$state/token")"
                 exit 0 ;;
         esac
-    fi
-    if ! is_slurm "$state" && [ -f "$state/pid" ] \
-            && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")" "$state"; then
-        fail 93 "'$name' already runs on $(hostname) itself, not as a job; use labhop attach for it, or pick another --name"
     fi
     command -v sbatch >/dev/null 2>&1 \
         || fail 94 "sbatch not found on $(hostname): is it a Slurm login node? (load Slurm's module in your login files)"
