@@ -18,13 +18,13 @@ main() {
     fi
     if ! is_slurm "$state" && [ -f "$state/pid" ] \
             && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")" "$state"; then
-        fail 93 "'$name' already runs on $(hostname) itself, not as a job; use labhop attach for it, or pick another --name"
+        fail 93 "'$name' already runs on $fail_host itself, not as a job; use labhop attach for it, or pick another --name"
     fi
     command -v sbatch >/dev/null 2>&1 \
-        || fail 94 "sbatch not found on $(hostname): is it a Slurm login node? (load Slurm's module in your login files)"
-    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $(hostname)"
+        || fail 94 "sbatch not found on $fail_host: is it a Slurm login node? (load Slurm's module in your login files)"
+    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $fail_host"
     chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
-    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
+    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $fail_host"
     printf '%s' "$server_id" > "$state/id"
     printf '%s' "$token" > "$state/token"
     printf 'slurm\n' > "$state/backend"
