@@ -158,6 +158,8 @@ def test_a_gpu_the_host_lacks_is_one_line_naming_those_it_has(sshd: Sshd,
     assert result.rc == 28, result.stderr
     assert one_error_line(result).endswith(
         "--gpus 9: gpubox has no GPU 9; its GPUs: 0-1 NVIDIA GeForce RTX 4090")
+    # The check comes before the launch: nothing was started, so nothing is "stopped".
+    assert "stopping" not in result.stderr and "starting" not in result.stderr, result.stderr
     assert wait_until_no_user_processes() == []
     assert not STATE.exists() or not any(STATE.iterdir())
 
@@ -167,6 +169,7 @@ def test_gpus_on_a_host_without_nvidia_smi_is_an_error(sshd: Sshd) -> None:
                         timeout=60)
     assert result.rc == 28, result.stderr
     assert "gpubox has no nvidia-smi" in one_error_line(result)
+    assert "stopping" not in result.stderr, result.stderr
 
 
 def test_a_bad_gpus_value_fails_before_connecting() -> None:

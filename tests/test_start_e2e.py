@@ -161,10 +161,11 @@ def test_keep_leaves_the_server_running_and_says_how_to_find_it(sshd: Sshd) -> N
         (["nosuchhost.invalid"], 10, "unknown host 'nosuchhost.invalid'"),
         (["gpubox-badhostkey"], 13, "host key of gpubox-badhostkey has changed"),
         (["gpubox-down"], 11, "refused the connection"),
-        (["gpubox", "--env", "venv:~/nope"], 20, "no virtualenv at /home/lhtest/nope"),
-        (["gpubox", "--env", "conda:nope"], 20, "conda environment 'nope' not found"),
+        (["gpubox", "--env", "venv:~/nope"], 20, "no virtualenv at /home/lhtest/nope on gpubox"),
+        (["gpubox", "--env", "conda:nope"], 20, "conda environment 'nope' not found on gpubox"),
         (["gpubox", "--env", "venv:~/emptyvenv"], 21, "jupyter-lab is not installed in venv"),
-        (["gpubox", "--dir", "~/no-such-dir"], 22, "server root /home/lhtest/no-such-dir"),
+        (["gpubox", "--dir", "~/no-such-dir"], 22,
+         "server root /home/lhtest/no-such-dir does not exist on gpubox"),
         (["gpubox", "--env", "python3"], 2, "bad --env 'python3'"),
         (["gpubox", "--", "--ServerApp.root_dir=/no/such/dir"], 23, "exited during start-up"),
     ],
@@ -191,6 +192,18 @@ def test_user_errors_are_one_plain_line_and_a_distinct_status(
     assert len(errors) == 1, result.stderr
     assert message in errors[0]
     assert wait_until_no_user_processes() == []
+
+
+def test_errors_name_the_host_as_typed_not_the_remotes_own_name(sshd: Sshd) -> None:
+    # gpubox is an alias in the test's ssh config; the machine calls itself otherwise.
+    own_name = socket.gethostname()
+    assert own_name != "gpubox"
+    result = run_labhop("-F", str(sshd.config), "gpubox", "--no-browser", "--env",
+                        "venv:~/emptyvenv", timeout=90)
+    assert result.rc == 21, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("labhop: error:")]
+    assert "jupyter-lab is not installed in venv:~/emptyvenv on gpubox" in error
+    assert f"on {own_name} " not in error and f"on {own_name};" not in error
 
 
 def test_server_exit_shows_the_last_log_lines(sshd: Sshd) -> None:

@@ -97,15 +97,16 @@ class BackendOptions:
 
 
 def script_failure(result_stdout: str, result_stderr: str, returncode: int,
-                   what: str) -> RemoteError:
-    """Map a script's exit code and `labhop:error=` line to the matching error."""
+                   what: str, *, host: str) -> RemoteError:
+    """Map a script's exit code and `labhop:error=` line to the matching error; the
+    message names `host` as the user typed it (see remote.HOST_PLACEHOLDER)."""
     output = remote.parse_failure(result_stdout)
-    message = output.get("error")
+    message = output.get("error").replace(remote.HOST_PLACEHOLDER, host)
     error_type = _SENTINELS.get(returncode, RemoteError)
     if not message:
         lines = [line for line in result_stderr.splitlines() if line.strip()]
         tail = lines[-1].strip() if lines else f"exit status {returncode}"
-        message = f"{what} failed on the remote: {tail}"
+        message = f"{what} failed on {host}: {tail}"
     return error_type(message)
 
 
@@ -164,7 +165,8 @@ class Backend:
              timeout: float = 120) -> remote.ScriptOutput:
         result = self.conn.run_script(script, login=login, timeout=timeout)
         if result.returncode != 0:
-            raise script_failure(result.stdout, result.stderr, result.returncode, what)
+            raise script_failure(result.stdout, result.stderr, result.returncode, what,
+                                 host=self.conn.target.host)
         return remote.parse_output(result.stdout, script.keys)
 
     def list(self, name: str = "", *, with_token: bool = False
@@ -174,7 +176,7 @@ class Backend:
                                                          with_token=with_token))
         if result.returncode != 0:
             raise script_failure(result.stdout, result.stderr, result.returncode,
-                                 "listing servers")
+                                 "listing servers", host=self.conn.target.host)
         return remote.parse_entries(result.stdout)
 
     def find(self, name: str = "", *, with_token: bool = False) -> remote.ServerEntry:
@@ -206,7 +208,7 @@ class Backend:
         result = self.conn.run_script(remote.logs_script(name, lines=lines))
         if result.returncode != 0:
             raise script_failure(result.stdout, result.stderr, result.returncode,
-                                 "reading the log")
+                                 "reading the log", host=self.conn.target.host)
         output = remote.parse_output(result.stdout, remote.LOGS_KEYS)
         if output.get("known") == "0":
             return None
@@ -229,7 +231,7 @@ class HostBackend(Backend):
                                       login=True)
         if result.returncode != 0:
             raise script_failure(result.stdout, result.stderr, result.returncode,
-                                 "starting Jupyter")
+                                 "starting Jupyter", host=self.conn.target.host)
         fields = remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
         if not fields.get("pid") or not fields.get("endpoint"):
             raise RemoteError(
@@ -270,7 +272,7 @@ class HostBackend(Backend):
         result = self.conn.run_script(gpus.query_script(), login=True, timeout=60)
         if result.returncode != 0:
             raise script_failure(result.stdout, result.stderr, result.returncode,
-                                 "querying the GPUs")
+                                 "querying the GPUs", host=self.conn.target.host)
         return gpus.parse_report(result.stdout)
 
 

@@ -202,7 +202,15 @@ def _assign(**values: object) -> str:
     return "".join(f"{key}={shlex.quote(str(value))}\n" for key, value in values.items())
 
 
+# Where `fail` says a failure happened (`on $fail_host`): the host as the user typed it,
+# which only the laptop knows, not the remote's own hostname (an alias `gamer` for a box
+# called `vm`). The scripts carry this word and backends.script_failure puts the host in its
+# place; a Slurm job's script names its compute node instead (job.sh).
+HOST_PLACEHOLDER = "{host}"
+
+
 def _script(keys: Keys, assignments: str, *bodies: str) -> Script:
+    assignments = _assign(fail_host=HOST_PLACEHOLDER) + assignments
     return Script("\n".join((_PRELUDE, assignments, *bodies, "main\n")), keys)
 
 

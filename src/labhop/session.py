@@ -279,6 +279,9 @@ class StartSession(Session):
         name = self._name()
         where = f" in {request.env}" if request.env else ""
         label = APP_LABELS[request.app]
+        # Before the id is pending: a --gpus the host cannot meet fails here, and then
+        # nothing was launched that a cleanup would have to stop (or say it stops).
+        cuda_visible_devices = self._cuda_visible_devices()
         self.pending_id = secrets.token_hex(8)
         launch = remote.LaunchRequest(
             name=name,
@@ -292,7 +295,7 @@ class StartSession(Session):
             idle_timeout=request.idle_timeout,
             jupyter_args=request.jupyter_args,
             record=self._launch_record(name),
-            cuda_visible_devices=self._cuda_visible_devices(),
+            cuda_visible_devices=cuda_visible_devices,
         )
         with self.ui.spinner(f"starting {label}{where} as '{name}'"):
             try:

@@ -154,6 +154,17 @@ _FAILURES: list[tuple[re.Pattern[str], type[SSHError] | type[ConfigError], str]]
         "connect once with `ssh {host}`, check and accept the key, then retry",
     ),
     (
+        # EAI_AGAIN (and EAI_FAIL): the name may be right, but no DNS server answers, as on
+        # an offline laptop or one that needs its VPN. Before the unknown-host line, which
+        # would send the user to check a spelling that is fine.
+        re.compile(r"(?i)temporary failure in name resolution"
+                   r"|non-recoverable failure in name resolution"),
+        ConnectError,
+        "cannot reach {host}: this computer cannot resolve host names right now "
+        "({line}); is it offline, or is the name only known through a VPN? Check the "
+        "network and retry",
+    ),
+    (
         re.compile(r"Could not resolve hostname|Name or service not known|nodename nor servname"),
         HostUnknownError,
         "unknown host '{host}': it is neither a Host in your ssh config nor a name DNS "

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from labhop import gpus, remote
+from labhop.backends import script_failure
 from labhop.errors import LabhopError
 from labhop.session import validate_name
 from tests import fake_nvidia_smi
@@ -380,8 +381,12 @@ def test_a_failing_cmd_env_is_reported_literally(home: Path, mark: Path, case: s
     assert result.returncode == remote.Exit.ENV_NOT_FOUND
     # The last line it wrote to stderr, as `tail -n 1 | tr -d '\r'` takes it.
     last = (value if not value.endswith("\n") else value[:-1]).split("\n")[-1]
-    assert failure(result).endswith(f"failed on {os.uname().nodename}: "
+    assert failure(result).endswith(f"failed on {remote.HOST_PLACEHOLDER}: "
                                     f"{last.replace(chr(13), '')}")
+    # As the user reads it: on the host as typed, the command's own words unchanged.
+    error = script_failure(result.stdout, result.stderr, result.returncode, "starting Jupyter",
+                           host="gamer")
+    assert str(error).endswith(f"failed on gamer: {last.replace(chr(13), '')}")
 
 
 # -- Slurm: sbatch options in, sbatch's complaints out -------------------------------------

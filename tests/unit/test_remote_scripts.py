@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from labhop import remote
-from labhop.backends import entry_kinds
-from labhop.errors import RemoteError
+from labhop.backends import entry_kinds, script_failure
+from labhop.errors import EnvNotFoundError, RemoteError
 
 # The scripts as the backends compose them: with every registered backend's entry shell.
 KINDS = entry_kinds()
@@ -107,6 +107,21 @@ def test_missing_venv_is_env_not_found(tmp_path: Path) -> None:
     assert result.returncode == remote.Exit.ENV_NOT_FOUND
     assert f"no virtualenv at {tmp_path}/nope" in result.stdout
     assert not (tmp_path / ".local/state/labhop/servers/proj").exists()
+
+
+def test_failures_name_the_host_as_typed_and_a_job_its_node(tmp_path: Path) -> None:
+    """`gamer` is the user's ssh alias; the remote calls itself something else (`vm`)."""
+    result = run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/nope"))), tmp_path)
+    error = script_failure(result.stdout, result.stderr, result.returncode, "starting Jupyter",
+                           host="gamer")
+    assert isinstance(error, EnvNotFoundError)
+    assert str(error) == (f"no virtualenv at {tmp_path}/nope on gamer (bin/activate is "
+                          f"missing); create it with python3 -m venv {tmp_path}/nope")
+    # A Slurm job fails on a compute node no one named: it names the node itself.
+    job = run_sh(remote.slurm_job_script(request()), tmp_path)
+    assert remote.parse_failure(job.stdout).get("error").startswith(
+        f"labhop state {tmp_path}/.local/state/labhop/servers/proj is missing on "
+        f"{os.uname().nodename};")
 
 
 def test_venv_without_jupyter_is_jupyter_not_found(tmp_path: Path) -> None:

@@ -30,6 +30,21 @@ SAMPLES = [
         "unknown host 'box'",
     ),
     (
+        # EAI_AGAIN: offline, or no DNS server reachable: the name may well be right.
+        "ssh: Could not resolve hostname gamer: Temporary failure in name resolution",
+        errors.ConnectError,
+        "cannot resolve host names right now (ssh: Could not resolve hostname gamer: "
+        "Temporary failure in name resolution); is it offline, or is the name only known "
+        "through a VPN?",
+    ),
+    (
+        # macOS spells EAI_AGAIN in lower case; a jump host's name can be the one that fails.
+        "ssh: Could not resolve hostname bastion: temporary failure in name resolution\n"
+        "Connection closed by UNKNOWN port 65535",
+        errors.ConnectError,
+        "Could not resolve hostname bastion",
+    ),
+    (
         HOST_KEY_CHANGED,
         errors.HostKeyError,
         'remove the old one with: ssh-keygen -f "/tmp/w/known_hosts_bad" -R "[127.0.0.1]:54997"',
@@ -69,6 +84,22 @@ def test_failure_table(stderr: str, error_type: type[Exception], fragment: str) 
     error = classify_failure(stderr, host="box", who="box (u@h)")
     assert type(error) is error_type
     assert fragment in str(error)
+
+
+def test_an_offline_laptop_is_not_told_to_check_the_spelling() -> None:
+    # getaddrinfo's two answers, as ssh prints them: EAI_AGAIN (no DNS server answers)
+    # and EAI_NONAME (DNS answered: no such name).
+    offline = classify_failure(
+        "ssh: Could not resolve hostname gamer: Temporary failure in name resolution",
+        host="gamer", who="gamer")
+    unknown = classify_failure(
+        "ssh: Could not resolve hostname gamer: Name or service not known",
+        host="gamer", who="gamer")
+    assert offline.status == errors.ExitStatus.CONNECT_FAILED
+    assert "spelling" not in str(offline) and "unknown host" not in str(offline)
+    assert str(offline).startswith("cannot reach gamer: this computer cannot resolve host names")
+    assert unknown.status == errors.ExitStatus.HOST_UNKNOWN
+    assert "check the spelling" in str(unknown)
 
 
 def test_user_args_follow_ssh_syntax() -> None:

@@ -29,24 +29,24 @@ activate() {
         "") env_prefix= ;;
         venv)
             remote_path "$env_value"; p=$resolved
-            [ -f "$p/bin/activate" ] || fail 90 "no virtualenv at $p on $(hostname) (bin/activate is missing); create it with python3 -m venv $p"
+            [ -f "$p/bin/activate" ] || fail 90 "no virtualenv at $p on $fail_host (bin/activate is missing); create it with python3 -m venv $p"
             VIRTUAL_ENV_DISABLE_PROMPT=1 . "$p/bin/activate" >&2 2>"$state/activate.err" \
                 || fail 90 "activating venv $p failed: $(activate_err)"
             env_prefix=$p ;;
         conda|mamba)
-            f=$(find_conda_sh) || fail 90 "conda not found on $(hostname): no etc/profile.d/conda.sh under \$CONDA_EXE or the usual install roots (~/miniforge3, ~/miniconda3, ~/anaconda3, /opt/conda)"
+            f=$(find_conda_sh) || fail 90 "conda not found on $fail_host: no etc/profile.d/conda.sh under \$CONDA_EXE or the usual install roots (~/miniforge3, ~/miniconda3, ~/anaconda3, /opt/conda)"
             . "$f" >&2 2>"$state/activate.err" || fail 90 "sourcing $f failed: $(activate_err)"
             conda activate "$env_value" >&2 2>"$state/activate.err" \
-                || fail 90 "conda environment '$env_value' not found on $(hostname) ($(activate_err)); list them with: conda env list"
+                || fail 90 "conda environment '$env_value' not found on $fail_host ($(activate_err)); list them with: conda env list"
             env_prefix=${CONDA_PREFIX:-} ;;
         micromamba)
             mm=${MAMBA_EXE:-$(command -v micromamba 2>/dev/null)}
             [ -n "$mm" ] || { [ -x "$HOME/.local/bin/micromamba" ] && mm=$HOME/.local/bin/micromamba; }
-            [ -n "$mm" ] || fail 90 "micromamba not found on $(hostname) (not on the login PATH, no \$MAMBA_EXE)"
+            [ -n "$mm" ] || fail 90 "micromamba not found on $fail_host (not on the login PATH, no \$MAMBA_EXE)"
             eval "$("$mm" shell hook --shell posix 2>"$state/activate.err")" >&2 \
                 || fail 90 "micromamba shell hook failed: $(activate_err)"
             micromamba activate "$env_value" >&2 2>"$state/activate.err" \
-                || fail 90 "micromamba environment '$env_value' not found on $(hostname) ($(activate_err))"
+                || fail 90 "micromamba environment '$env_value' not found on $fail_host ($(activate_err))"
             env_prefix=${CONDA_PREFIX:-} ;;
         module)
             if ! command -v module >/dev/null 2>&1; then
@@ -56,17 +56,17 @@ activate() {
                     [ -f "$f" ] && . "$f" >/dev/null 2>&1 && break
                 done
             fi
-            command -v module >/dev/null 2>&1 || fail 90 "the module command is not available on $(hostname) (no Environment Modules or Lmod found)"
+            command -v module >/dev/null 2>&1 || fail 90 "the module command is not available on $fail_host (no Environment Modules or Lmod found)"
             # Split on commas only: with globbing off, module:'*' stays a literal name.
             old_ifs=$IFS; IFS=,; set -f
             # shellcheck disable=SC2086  # the split is the point
             set -- $env_value; set +f; IFS=$old_ifs
             module load "$@" >&2 2>"$state/activate.err" \
-                || fail 90 "module load $* failed on $(hostname): $(activate_err)"
+                || fail 90 "module load $* failed on $fail_host: $(activate_err)"
             env_prefix= ;;
         cmd)
             eval "$env_value" >&2 2>"$state/activate.err" \
-                || fail 90 "the --env command failed on $(hostname): $(activate_err)"
+                || fail 90 "the --env command failed on $fail_host: $(activate_err)"
             env_prefix= ;;
     esac
 }

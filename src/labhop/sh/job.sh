@@ -7,8 +7,10 @@
 # `A && B || fail ...` is meant: fail when either test is false.
 # shellcheck disable=SC2015
 main() {
+    # On a compute node no one typed a name: failures name the node itself.
+    fail_host=$(hostname)
     state=$(state_root)/$name
-    [ -d "$state" ] || fail 93 "labhop state $state is missing on $(hostname); is the home directory shared with the login node?"
+    [ -d "$state" ] || fail 93 "labhop state $state is missing on $fail_host; is the home directory shared with the login node?"
     # The login node reads why the job failed from here, never from the log (see job status).
     fail_file=$state/failure
     # On the compute node Jupyter binds to the node's own address so the login node can
@@ -23,19 +25,19 @@ main() {
     esac
     prepare_jupyter "$addr"
     [ -n "$port" ] && [ "$port" != 0 ] \
-        || fail 93 "cannot find a free port on $(hostname) (no python next to jupyter-$app?)"
+        || fail 93 "cannot find a free port on $fail_host (no python next to jupyter-$app?)"
     with_jupyter_command tcp "$addr" run_job
 }
 # Run Jupyter ("$@", see with_jupyter_command) as this job's child until it ends.
 run_job() {
-    rundir=$(run_base) || fail 93 "cannot create a private directory under $run_root on $(hostname)"
+    rundir=$(run_base) || fail 93 "cannot create a private directory under $run_root on $fail_host"
     save "$state/rundir" "$rundir"
     JUPYTER_TOKEN=$(read_file "$state/token") LABHOP_SERVER_ID=$server_id
     JUPYTER_RUNTIME_DIR=$rundir/$server_id.rt
     export JUPYTER_TOKEN LABHOP_SERVER_ID JUPYTER_RUNTIME_DIR
     save "$state/root" "$root"
     hostname > "$state/node"
-    cd "$root" || fail 92 "cannot enter $root on $(hostname)"
+    cd "$root" || fail 92 "cannot enter $root on $fail_host"
     # Jupyter runs as this shell's child, not in its place, so that the shell can remove
     # its runtime dir (cookie secret, connection files) from this node's /tmp once it
     # ends: `labhop stop` runs on the login node and cannot reach it. Slurm's SIGTERM

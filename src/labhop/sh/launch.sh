@@ -15,15 +15,15 @@ main() {
         report "$state"
         exit 0
     fi
-    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $(hostname)"
+    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $fail_host"
     chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
-    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
+    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $fail_host"
     cleanup_dir=$state
     printf '%s' "$server_id" > "$state/id"
     printf 'host\n' > "$state/backend"
     prepare_jupyter 127.0.0.1
     rundir=$(run_base) \
-        || fail 93 "cannot create a private directory under $run_root on $(hostname)"
+        || fail 93 "cannot create a private directory under $run_root on $fail_host"
     [ "$rundir" = "$run_root/labhop-$(id -u)" ] || cleanup_rundir=$rundir
     save "$state/rundir" "$rundir"
     sock=$rundir/$server_id.sock
@@ -45,7 +45,7 @@ start_server() {
     [ -n "$cuda_visible_devices" ] && export CUDA_VISIBLE_DEVICES="$cuda_visible_devices" CUDA_DEVICE_ORDER=PCI_BUS_ID
     JUPYTER_TOKEN=$token LABHOP_SERVER_ID=$server_id JUPYTER_RUNTIME_DIR=$rundir/$server_id.rt
     export JUPYTER_TOKEN LABHOP_SERVER_ID JUPYTER_RUNTIME_DIR
-    cd "$root" || fail 92 "cannot enter $root on $(hostname)"
+    cd "$root" || fail 92 "cannot enter $root on $fail_host"
     if command -v setsid >/dev/null 2>&1; then
         setsid "$@" </dev/null >>"$state/log" 2>&1 &
     else

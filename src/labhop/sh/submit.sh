@@ -18,10 +18,10 @@ main() {
         esac
     fi
     command -v sbatch >/dev/null 2>&1 \
-        || fail 94 "sbatch not found on $(hostname): is it a Slurm login node? (load Slurm's module in your login files)"
-    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $(hostname)"
+        || fail 94 "sbatch not found on $fail_host: is it a Slurm login node? (load Slurm's module in your login files)"
+    mkdir -p "$root_state" || fail 93 "cannot create $root_state on $fail_host"
     chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
-    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
+    rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $fail_host"
     printf '%s' "$server_id" > "$state/id"
     printf '%s' "$token" > "$state/token"
     printf 'slurm\n' > "$state/backend"
