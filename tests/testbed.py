@@ -686,6 +686,24 @@ def _slurm_output(argv: list[str]) -> list[str]:
 DEMO_DEFAULT_ARGS = ("gpubox", "--dir", "~/proj")
 
 
+def demo_config_path() -> Path:
+    """Where the demo leaves its ssh config while it runs: one stable path, so the commands
+    it prints for a second terminal are the same at every run."""
+    return Path.home() / ".cache" / "labhop-demo" / "ssh_config"
+
+
+def demo_commands(config: Path, alias: str, cwd: Path | None = None) -> list[str]:
+    """The commands to try on the demo host from a second terminal (as the demo's user)."""
+    labhop = Path(sys.executable).parent / "labhop"
+    here = cwd or Path.cwd()
+    shown = str(labhop.relative_to(here)) if labhop.is_relative_to(here) else str(labhop)
+    sudo = "sudo " if os.environ.get("SUDO_USER") else ""
+    prefix = f"{sudo}{shlex.quote(shown)}"
+    quoted = shlex.quote(str(config))
+    return [f"{prefix} {command} -F {quoted} {alias}"
+            for command in ("ls", "logs", "gpus", "stop")]
+
+
 def demo(labhop_args: Sequence[str]) -> int:
     """Run labhop in the foreground against a throwaway sshd; returns labhop's exit status."""
     problems = missing_prerequisites()
@@ -697,20 +715,33 @@ def demo(labhop_args: Sequence[str]) -> int:
         )
         return 1
     args = list(labhop_args) or list(DEMO_DEFAULT_ARGS)
+    stable = demo_config_path()
     with (
         tempfile.TemporaryDirectory(prefix="lhtestbed-demo-") as tmp,
         start_sshd(Path(tmp)) as sshd,
     ):
+        # A copy at a stable path; its keys and known_hosts stay in the demo's own directory.
+        stable.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copyfile(sshd.config, stable)
+        tries = "\n".join(f"    {line}" for line in demo_commands(stable, sshd.alias()))
         print(
             f"This is labhop's test bed. An sshd on 127.0.0.1:{sshd.port} stands in for the GPU "
             f"machine `{sshd.alias()}`: it logs in as the local user {USER}, whose Jupyter lives "
             f"in {HOME}/jvenv (found by login shells through ~/.profile) and whose project is "
-            f"{HOME}/proj. The host aliases are in {sshd.config}, which labhop gets with -F; "
+            f"{HOME}/proj. The host aliases are in {stable}, which labhop gets with -F; "
             f"the sshd log is {sshd.log_path}. Press Ctrl+C to stop labhop; the sshd stops "
-            "with it.\n",
+            "with it.\n\n"
+            "While it runs, try from a second terminal (the stand-in host has no GPU, so "
+            f"`gpus` says so):\n{tries}\n",
             flush=True,
         )
-        return _run_in_foreground([sys.executable, "-m", "labhop", "-F", str(sshd.config), *args])
+        try:
+            return _run_in_foreground([sys.executable, "-m", "labhop", "-F", str(stable),
+                                       *args])
+        finally:
+            stable.unlink(missing_ok=True)
+            print(f"\ndemo: the stand-in host `{sshd.alias()}` is stopped and {stable} "
+                  "removed; `scripts/dev demo` starts them again.", flush=True)
 
 
 def _run_in_foreground(argv: list[str]) -> int:

@@ -18,8 +18,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
+from click.shell_completion import CompletionItem
 
-from labhop import __version__, commands, gpus, options
+from labhop import __version__, commands, completion, gpus, options
 from labhop.connection import Connection
 from labhop.errors import ExitStatus, LabhopError
 from labhop.remote import APPS
@@ -64,9 +65,11 @@ def parse_duration(text: str) -> int:
 def ssh_options(func: F) -> F:
     """The ssh options people already know; everything else comes from ~/.ssh/config."""
     decorators = [
-        click.option("-F", "config_file", metavar="FILE", help="ssh config file (ssh -F)."),
+        # click.Path: no checks (ssh makes them), but the shell completes file names.
+        click.option("-F", "config_file", metavar="FILE", type=click.Path(),
+                     help="ssh config file (ssh -F)."),
         click.option("-J", "jump", metavar="JUMP", help="Jump host(s), comma-separated (ssh -J)."),
-        click.option("-i", "identity", metavar="KEY", multiple=True,
+        click.option("-i", "identity", metavar="KEY", multiple=True, type=click.Path(),
                      help="Identity (private key) file (ssh -i); repeatable."),
         click.option("-l", "login", metavar="USER", help="Remote user name (ssh -l)."),
         click.option("-p", "ssh_port", metavar="PORT", type=click.IntRange(1, 65535),
@@ -143,8 +146,54 @@ def make_target(host: str, params: dict[str, Any],
     )
 
 
+# The group's own options: any other first word means `labhop start ...`.
+GROUP_OPTIONS = ("-h", "--help", "-V", "--version")
+
+
+def complete_host(ctx: click.Context, param: click.Parameter, incomplete: str
+                  ) -> list[CompletionItem]:
+    """HOST: the hosts of the ssh config (the `-F FILE` typed before it, else
+    ~/.ssh/config) and of config.toml. Reads files only; never fails."""
+    config_file = ctx.params.get("config_file")
+    return _host_items(incomplete, config_file if isinstance(config_file, str) else None)
+
+
+def _host_items(incomplete: str, config_file: str | None = None) -> list[CompletionItem]:
+    return [CompletionItem(name)
+            for name in completion.host_candidates(incomplete, config_file)]
+
+
+def complete_env(ctx: click.Context, param: click.Parameter, incomplete: str
+                 ) -> list[CompletionItem]:
+    return [CompletionItem(kind) for kind in completion.env_candidates(incomplete)]
+
+
 class LabhopGroup(click.Group):
     """`labhop HOST` is short for `labhop start HOST`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Completing `labhop gamer --e<Tab>` parses the line as `main` runs it: as start's.
+        if ctx.resilient_parsing and args and args[0] not in self.commands and (
+                args[0] not in GROUP_OPTIONS):
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """The first word: a command, or a HOST (`labhop HOST`), or start's options
+        (`labhop --env ... HOST`) besides the group's own."""
+        items = super().shell_complete(ctx, incomplete)
+        try:
+            if incomplete.startswith("-"):
+                seen = {item.value for item in items}
+                with start.make_context("start", [], parent=ctx,
+                                        resilient_parsing=True) as sub:
+                    items += [item for item in start.shell_complete(sub, incomplete)
+                              if item.value not in seen]
+            else:
+                items += _host_items(incomplete)
+        except Exception:  # completion must never fail; commands are still offered
+            logging.getLogger(__name__).debug("completion failed", exc_info=True)
+        return items
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write("Usage: labhop [OPTIONS] HOST [-- JUPYTER_ARGS...]\n"
@@ -169,8 +218,8 @@ def cli() -> None:
 
 
 @cli.command(epilog=EXIT_CODES_HELP)
-@click.argument("host")
-@click.option("--env", "env_spec", metavar="SPEC",
+@click.argument("host", shell_complete=complete_host)
+@click.option("--env", "env_spec", metavar="SPEC", shell_complete=complete_env,
               help="Environment to start Jupyter in: conda:NAME, mamba:NAME, "
                    "micromamba:NAME, venv:PATH, module:NAME[,NAME], or cmd:'SHELL TEXT'. "
                    "Default: the login shell's PATH.")
@@ -239,7 +288,7 @@ def start(ctx: click.Context, /, host: str, quiet: bool, **params: Any) -> int:
 
 
 @cli.command()
-@click.argument("host")
+@click.argument("host", shell_complete=complete_host)
 @click.argument("name", required=False, default="")
 @click.option("--port", type=click.IntRange(1, 65535), metavar="N",
               help="Local port (default: a stable port per host, or a free one).")
@@ -289,7 +338,7 @@ def _age(seconds: int | None) -> str:
 
 
 @cli.command(name="ls")
-@click.argument("host")
+@click.argument("host", shell_complete=complete_host)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @ssh_options
 def list_command(host: str, as_json: bool, **params: Any) -> int:
@@ -325,7 +374,7 @@ def list_command(host: str, as_json: bool, **params: Any) -> int:
 
 
 @cli.command()
-@click.argument("host")
+@click.argument("host", shell_complete=complete_host)
 @click.argument("name", required=False, default="")
 @click.option("--all", "stop_all", is_flag=True, help="Stop every labhop server on HOST.")
 @ssh_options
@@ -348,7 +397,7 @@ def stop(host: str, name: str, stop_all: bool, **params: Any) -> int:
 
 
 @cli.command()
-@click.argument("host")
+@click.argument("host", shell_complete=complete_host)
 @click.argument("name", required=False, default="")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl+C.")
 @click.option("-n", "--lines", type=click.IntRange(1, 100000), default=100, show_default=True,
@@ -365,7 +414,7 @@ def logs(host: str, name: str, follow: bool, lines: int, **params: Any) -> int:
 
 
 @cli.command(name="gpus")
-@click.argument("host")
+@click.argument("host", shell_complete=complete_host)
 @click.option("--json", "as_json", is_flag=True,
               help="JSON: an array with one object per GPU and its processes (with --watch, "
                    "one array per line).")
@@ -465,9 +514,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     debug = "--debug" in args
     _setup_logging(debug)
     first = args[0] if args else ""
-    if first and first not in cli.commands and first not in (
-        "-h", "--help", "-V", "--version"
-    ):
+    if first and first not in cli.commands and first not in GROUP_OPTIONS:
         args = ["start", *args]
     ui = UI()
     try:

@@ -235,6 +235,26 @@ def cull_interval(idle_timeout: int) -> int:
     return max(5, min(300, idle_timeout // 4))
 
 
+def websocket_ping(idle_timeout: int) -> tuple[int, int]:
+    """(interval, timeout) in seconds of Jupyter's websocket pings, by which it closes a
+    browser tab's websocket whose tunnel died without a FIN (the laptop changed network,
+    slept, lost power): sshd still holds the socket's other end, so only a ping that gets
+    no pong tells. Until then the kernel counts as connected, and Jupyter never culls a
+    connected kernel (cull_connected=False) nor ends a server that has kernels.
+
+    Jupyter's own pings (30 s, closing after 90 s without a pong, then 5 s for the close
+    handshake) find a dead socket within about 2 minutes: fine beside the default 6 h,
+    too slow for `--idle-timeout 60`. So the interval is a tenth of the idle timeout,
+    between 5 s and Jupyter's 30 s, and the timeout three intervals as Jupyter's: a dead
+    socket is gone after at most 4 intervals + 5 s, under half the idle timeout from 50 s
+    up (a 30 s idle timeout still waits up to 25 s). Three missed pongs in a row are
+    needed, so a slow network or a busy laptop does not drop a live tab, and a dropped
+    one only reconnects (JupyterLab does so by itself; the kernel is untouched).
+    """
+    interval = max(5, min(30, idle_timeout // 10)) if idle_timeout > 0 else 30
+    return interval, 3 * interval
+
+
 def launch_script(request: LaunchRequest, *, kinds: Mapping[str, str]) -> Script:
     """Start the named server detached, or report the one already running under that name
     (refusing the name while another backend's server holds it: `kinds`, see `_kinds`)."""
@@ -263,6 +283,8 @@ def launch_values(request: LaunchRequest) -> dict[str, object]:
         max_sock=MAX_SOCKET_PATH,
         idle_timeout=request.idle_timeout,
         cull_interval=cull_interval(request.idle_timeout),
+        ping_interval=websocket_ping(request.idle_timeout)[0],
+        ping_timeout=websocket_ping(request.idle_timeout)[1],
         jupyter_args=shlex.join(request.jupyter_args),
         record=json.dumps(request.record, sort_keys=True),
         flavour_py=_FLAVOUR_PY,

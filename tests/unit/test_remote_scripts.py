@@ -10,6 +10,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -204,6 +205,87 @@ def test_stop_with_another_launch_id_leaves_the_server_alone(tmp_path: Path) -> 
 def test_cull_interval_follows_short_timeouts() -> None:
     assert remote.cull_interval(20) == 5
     assert remote.cull_interval(3600) == 300
+
+
+def test_websocket_pings_find_a_dead_tab_well_within_the_idle_timeout() -> None:
+    assert remote.websocket_ping(60) == (6, 18)
+    assert remote.websocket_ping(20) == (5, 15)  # no faster than every 5 s
+    assert remote.websocket_ping(6 * 3600) == (30, 90)  # Jupyter's own, at most
+    assert remote.websocket_ping(0) == (30, 90)  # no idle timeout: Jupyter's own
+    for idle in range(50, 10000, 7):
+        interval, timeout = remote.websocket_ping(idle)
+        # closed at the 4th ping without a pong, plus tornado's 5 s close handshake
+        assert timeout == 3 * interval and 4 * interval + 5 <= idle / 2
+
+
+def recording_jupyter(path: Path, flavour: str) -> None:
+    """A venv whose jupyter-lab records its argv (one per line) and whose python answers
+    the flavour question with `flavour` (the transport word filled in)."""
+    fake_venv(path, with_jupyter=False)
+    (path / "bin" / "jupyter-lab").write_text(
+        '#!/bin/sh\nprintf "%s\\n" "$@" > "$HOME/argv.tmp"; mv "$HOME/argv.tmp" "$HOME/argv"\n'
+        "exec sleep 30\n")
+    (path / "bin" / "python").write_text(f'#!/bin/sh\necho "{flavour}"\n')
+    for name in ("jupyter-lab", "python"):
+        (path / "bin" / name).chmod(0o755)
+
+
+def launched_argv(home: Path, **overrides: object) -> list[str]:
+    result = run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/env"),
+                                          server_id=f"ws{os.getpid()}{home.name}"[-16:],
+                                          **overrides)), home)
+    pid = int(remote.parse_output(result.stdout, remote.LAUNCH_KEYS).get("pid"))
+    try:
+        for _ in range(100):
+            if (home / "argv").exists():
+                break
+            time.sleep(0.05)
+        return (home / "argv").read_text().splitlines()
+    finally:
+        os.kill(pid, 9)
+
+
+@pytest.mark.parametrize(("flavour", "idle", "expected"), [
+    # jupyter_server >= 2.13, short idle timeout: both kinds of pings, scaled.
+    ("ServerApp tcp 45678 1", 60, [
+        '--ServerApp.tornado_settings={"ws_ping_interval": 6000, "ws_ping_timeout": 18000}',
+        "--ServerApp.websocket_ping_interval=6", "--ServerApp.websocket_ping_timeout=18"]),
+    # A long idle timeout: Jupyter's own kernel pings are enough; config files keep theirs.
+    ("ServerApp tcp 45678 1", 3600, [
+        "--ServerApp.websocket_ping_interval=30", "--ServerApp.websocket_ping_timeout=90"]),
+    # An older server (or a flavour.py of three words) does not know the ServerApp options.
+    ("ServerApp tcp 45678 0", 60, [
+        '--ServerApp.tornado_settings={"ws_ping_interval": 6000, "ws_ping_timeout": 18000}']),
+    ("ServerApp tcp 45678", 3600, []),
+    # Classic notebook < 7 pings kernels the same way, under its own name.
+    ("NotebookApp tcp 45678 0", 100, [
+        '--NotebookApp.tornado_settings={"ws_ping_interval": 10000, '
+        '"ws_ping_timeout": 30000}']),
+])
+def test_the_jupyter_command_line_pings_websockets_as_the_server_allows(
+        tmp_path: Path, flavour: str, idle: int, expected: list[str]) -> None:
+    recording_jupyter(tmp_path / "env", flavour)
+    argv = launched_argv(tmp_path, idle_timeout=idle, transport="tcp",
+                         jupyter_args=("--ServerApp.tornado_settings={}",))
+    assert [arg for arg in argv if "_ping_" in arg] == expected
+    assert argv[-1] == "--ServerApp.tornado_settings={}"  # the user's own -- args win
+
+
+@pytest.mark.parametrize(("version", "ping"), [("2.12.5", "0"), ("2.13.0", "1"),
+                                               ("2.21.1", "1"), (None, "0")])
+def test_flavour_knows_which_servers_take_websocket_ping_options(
+        tmp_path: Path, version: str | None, ping: str) -> None:
+    """flavour.py, run by a real python over a site dir holding only jupyter_server's
+    metadata at `version` (None: not installed)."""
+    if version is not None:
+        info = tmp_path / f"jupyter_server-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: jupyter_server\n"
+                                       f"Version: {version}\n")
+    done = subprocess.run([sys.executable, "-S", "-c", remote._FLAVOUR_PY, "lab", "unix"],
+                          env={"PYTHONPATH": str(tmp_path)}, capture_output=True, text=True,
+                          check=True, timeout=30)
+    assert done.stdout.split() == ["ServerApp", "unix", "0", ping]
 
 
 def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path) -> None:
