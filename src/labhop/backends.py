@@ -146,6 +146,13 @@ class Backend:
         """The GPUs its servers would see, if this backend can look at them from here."""
         return None
 
+    def forward_host(self, server: Server) -> tuple[str, str]:
+        """Where a --forward's REMOTE_PORT is, as the connected host reaches it (the `-L`
+        target's host), and its name for people. Here: the host itself, as `localhost`,
+        so that a server bound to 127.0.0.1 or to ::1 only is reached alike."""
+        del server
+        return "localhost", self.conn.target.host
+
     def ended_message(self, server: Server, host: str) -> str:
         """What to say when an attached server ended behind the tunnel."""
         return (f"'{server.name}' on {host} has stopped (labhop stop, its --idle-timeout, "
@@ -370,6 +377,13 @@ class SlurmBackend(Backend):
 
     def where(self, server: Server) -> str:
         return f"job {server.jobid} on {server.node}"
+
+    def forward_host(self, server: Server) -> tuple[str, str]:
+        # The job's node, at the address its Jupyter listens on: the one the job chose
+        # because the login node can reach it (see sh/job.sh).
+        address = (server.forward_target().rpartition(":")[0]
+                   if server.transport == "tcp" else "") or server.node
+        return address, server.node
 
     def ended_message(self, server: Server, host: str) -> str:
         return (f"the Slurm job running '{server.name}' has ended (walltime reached, or "

@@ -91,10 +91,19 @@ def ssh_options(func: F) -> F:
     return func
 
 
+def forward_option(func: F) -> F:
+    """--forward, for start and attach (checked by labhop.options, like every value)."""
+    return click.option(
+        "--forward", "forward", metavar="REMOTE_PORT[:LOCAL_PORT]", multiple=True,
+        help="Also forward REMOTE_PORT where the server runs (HOST, or the job's node with "
+             "--slurm), e.g. TensorBoard's 6006, to 127.0.0.1:LOCAL_PORT here (default: "
+             "REMOTE_PORT if free, else a free port); repeatable.")(func)
+
+
 # click's parameter name -> the config key (options.OPTIONS) of the same option.
 _OPTION_KEYS = {
     "env_spec": "env", "app": "app", "gpu_spec": "gpus", "root_dir": "dir", "name": "name",
-    "port": "port", "no_browser": "no_browser", "keep": "keep",
+    "port": "port", "forward": "forward", "no_browser": "no_browser", "keep": "keep",
     "idle_timeout": "idle_timeout", "start_timeout": "timeout", "slurm_opts": "slurm",
     "queue_timeout": "queue_timeout", "no_multiplex": "multiplex", "persist": "persist",
 }
@@ -238,6 +247,7 @@ def cli() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), metavar="N",
               help="Local port for the browser (default: a stable port per host, "
                    "or a free one if that is taken).")
+@forward_option
 @click.option("--no-browser", is_flag=True, help="Print the URL but do not open a browser.")
 @click.option("--keep", is_flag=True,
               help="Leave the server running when labhop exits (Ctrl+C closes only the "
@@ -275,6 +285,7 @@ def start(ctx: click.Context, /, host: str, quiet: bool, **params: Any) -> int:
         root_dir=resolved.dir,
         name=resolved.name,
         port=resolved.port,
+        forwards=resolved.forward,
         open_browser=not resolved.no_browser,
         keep=resolved.keep,
         idle_timeout=resolved.idle_timeout,
@@ -292,6 +303,7 @@ def start(ctx: click.Context, /, host: str, quiet: bool, **params: Any) -> int:
 @click.argument("name", required=False, default="")
 @click.option("--port", type=click.IntRange(1, 65535), metavar="N",
               help="Local port (default: a stable port per host, or a free one).")
+@forward_option
 @click.option("--no-browser", is_flag=True, help="Print the URL but do not open a browser.")
 @click.option("--timeout", "start_timeout", metavar="DURATION", default=DEFAULT_START_TIMEOUT,
               show_default=True, help="How long to wait for the server to answer.")
@@ -305,15 +317,17 @@ def attach(host: str, quiet: bool, **params: Any) -> int:
     """
     from labhop import session  # noqa: PLC0415 -- keeps `ls` quick
 
-    # NAME, --port, --no-browser, --timeout as typed; the config file supplies --port,
-    # --no-browser and how to connect (a config `name` or `timeout` is start's).
+    # NAME, --port, --forward, --no-browser, --timeout as typed; the config file supplies
+    # --port, --forward, --no-browser and how to connect (a config `name` or `timeout` is
+    # start's).
     resolved = resolve_options(
-        host, ("name", "port", "no_browser", "timeout", *options.CONNECTION_KEYS),
-        from_file=("port", "no_browser", *options.CONNECTION_KEYS))
+        host, ("name", "port", "forward", "no_browser", "timeout", *options.CONNECTION_KEYS),
+        from_file=("port", "forward", "no_browser", *options.CONNECTION_KEYS))
     request = session.StartRequest(
         target=make_target(host, params, resolved),
         name=resolved.name,
         port=resolved.port,
+        forwards=resolved.forward,
         open_browser=not resolved.no_browser,
         start_timeout=float(resolved.timeout or 1),
     )

@@ -189,13 +189,6 @@ def release_master(users_fd: int, *, ssh: str, control_path: str, host: str,
         os.close(create_fd)
 
 
-def cancel_forward(*, ssh: str, control_path: str, spec: str, host: str) -> None:
-    """Remove one forward of labhop's from a master (its own or the user's), and only it."""
-    if os.path.exists(control_path):
-        cancel = control_argv(ssh, control_path, "cancel", host)
-        proc.run([*cancel[:-2], "-L", spec, *cancel[-2:]], timeout=15)
-
-
 def _persist_of(control_path: str) -> int:
     try:
         return int(Path(control_path + ".persist").read_text().strip() or 0)

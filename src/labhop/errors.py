@@ -110,6 +110,12 @@ class StartTimeoutError(RemoteError):
 class LocalPortError(LabhopError):
     status = ExitStatus.LOCAL_PORT
 
+    def __init__(self, message: str, *, details: str = "", port: int | None = None) -> None:
+        super().__init__(message, details=details)
+        # The local port that could not be had, where one is known (a tunnel then retries
+        # that forward on another port).
+        self.port = port
+
 
 class ServerNotFoundError(LabhopError):
     status = ExitStatus.NOT_FOUND

@@ -1,15 +1,16 @@
 """A small local process that ends what one labhop started, however that labhop ended.
 
-    python -m labhop.guard [--cancel-forward ...] [--release-master ...] [--rmtree DIR]
+    python -m labhop.guard [--cancel-forward ...]... [--release-master ...] [--rmtree DIR]
                            -- [ARGV...]
 
 Its stdin is a pipe that only its labhop holds. It runs ARGV (a tunnel's ssh) as its own
 child and ends it at EOF on that pipe, that is once labhop has exited, crashed or was
-killed with SIGKILL; it exits itself when ARGV exits. Then it cancels the labhop's forward
-in a shared master, gives up the labhop's share of the connection
-(`connection.release_master`: the last one out closes labhop's master) and removes the
-labhop's run directory. labhop closes the pipe itself on a normal exit
-and waits for the guard, so every exit, clean or not, goes through this one path.
+killed with SIGKILL; it exits itself when ARGV exits. Then it cancels the labhop's forwards
+in a shared master (one --cancel-forward each: the whole set that labhop added), gives up
+the labhop's share of the connection (`connection.release_master`: the last one out
+closes labhop's master) and removes the labhop's run directory. labhop closes the pipe
+itself on a normal exit and waits for the guard, so every exit, clean or not, goes
+through this one path.
 
 It only ever signals its own child, which it has not reaped yet: that PID cannot have
 been reused by another process.
@@ -26,13 +27,14 @@ import sys
 import threading
 
 from labhop import connection, oscompat, proc
+from labhop.ssh import cancel_forward
 
 _TERMINATE_WAIT_S = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m labhop.guard")
-    parser.add_argument("--cancel-forward", nargs=4,
+    parser.add_argument("--cancel-forward", nargs=4, action="append", default=[],
                         metavar=("SSH", "CONTROL_PATH", "SPEC", "HOST"))
     parser.add_argument("--release-master", nargs=5,
                         metavar=("SSH", "CONTROL_PATH", "HOST", "CREATE_LOCK", "USERS_LOCK"))
@@ -82,10 +84,8 @@ def main(args: list[str] | None = None) -> int:
     try:
         status = _supervise(options.argv, gone)
     finally:
-        if options.cancel_forward:
-            ssh, control_path, spec, host = options.cancel_forward
-            connection.cancel_forward(ssh=ssh, control_path=control_path, spec=spec,
-                                      host=host)
+        for ssh_binary, control_path, spec, host in options.cancel_forward:
+            cancel_forward(ssh=ssh_binary, control_path=control_path, spec=spec, host=host)
         if options.release_master:
             ssh, control_path, host, create_lock, users_lock = options.release_master
             connection.release_master(

@@ -15,7 +15,7 @@ from labhop.backends import Backend, Server
 from labhop.connection import Connection
 from labhop.errors import ServerExitedError, SSHError
 from labhop.readiness import log_tail, require_alive
-from labhop.tunnel import LocalTunnel
+from labhop.tunnel import LocalTunnel, forward_line
 from labhop.ui import UI
 
 _LOGGER = logging.getLogger(__name__)
@@ -85,17 +85,19 @@ class KeepAlive:
                 require_alive(self.backend, server,
                               f"reconnected to {self.host}, but the server '{server.name}' is "
                               "gone; the last lines of its log:")
-                old_port = self.tunnel.port
-                moved = self.tunnel.open(server.forward_target())
+                forward_host, where = self.backend.forward_host(server)
+                # The whole set of forwards, the server's and each --forward, as before.
+                moved = self.tunnel.open(server.forward_target(), forward_host)
             except SSHError as exc:
                 self.ui.warn(f"reconnect attempt {attempt} failed: {exc}")
                 continue
             self.on_reconnected()
-            if moved:
+            for end, old_port in moved:
                 # Someone else took the port while the connection was down: the old URL
                 # now leads to them, so the token never goes there again.
+                shown = self.url() if end.forward is None else forward_line(end, where).strip()
                 self.ui.warn(f"local port {old_port} was taken while the connection was "
-                             f"down; moved to {self.tunnel.port}: {self.url()}")
+                             f"down; moved to {end.port}: {shown}")
             self.ui.done(f"reconnected; {self.url()} works again")
             return
 

@@ -35,6 +35,7 @@ CONFIG_FILE = "config file"
 BUILT_IN = "built-in"
 
 DURATION_ALLOWED = "use a duration like 90s, 30m, 4h, 1d or 0"
+FORWARD_ALLOWED = "use REMOTE_PORT or REMOTE_PORT:LOCAL_PORT, each a port number 1-65535"
 NAME_ALLOWED = "use letters, digits, '-', '_' and '.' only, not starting with '.'"
 
 
@@ -91,15 +92,21 @@ class Source:
 # and returns the checked one, or raises _Bad with what is allowed.
 
 
+_WHOLE = object()
+
+
 class _Bad(Exception):
     """A value a check refuses: `str()` is what is allowed ("use ...").
 
     With `sentence`, the text continues the value's name instead ("cannot take --wrap: ...").
+    With `item`, the error names that one item of a list (one --forward) instead of the
+    whole value.
     """
 
-    def __init__(self, text: str, *, sentence: bool = False) -> None:
+    def __init__(self, text: str, *, sentence: bool = False, item: object = _WHOLE) -> None:
         super().__init__(text)
         self.sentence = sentence
+        self.item = item
 
 
 def _after(exc: Exception, prefix: str) -> str:
@@ -183,6 +190,53 @@ def _port(value: object) -> int | None:
     return value
 
 
+@dataclass(frozen=True)
+class Forward:
+    """One --forward: REMOTE_PORT where the server runs (its host, or its job's node),
+    reached here on 127.0.0.1:LOCAL_PORT (None: REMOTE_PORT if free, else any free one)."""
+
+    remote_port: int
+    local_port: int | None = None
+
+    def __str__(self) -> str:
+        """As typed: '6006' or '6006:16006'."""
+        if self.local_port is None:
+            return str(self.remote_port)
+        return f"{self.remote_port}:{self.local_port}"
+
+
+def parse_forward(value: object) -> Forward:
+    """'6006', 6006 or '6006:16006' -> Forward; ValueError for anything else."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        ports = [value]
+    elif isinstance(value, str) and re.fullmatch(r" *[0-9]{1,5}(:[0-9]{1,5})? *", value):
+        ports = [int(part) for part in value.strip().split(":")]
+    else:
+        raise ValueError(f"{value!r} is not REMOTE_PORT[:LOCAL_PORT]")
+    if not all(1 <= port <= 65535 for port in ports):
+        raise ValueError(f"{value!r}: a port number is 1-65535")
+    return Forward(ports[0], ports[1] if len(ports) > 1 else None)
+
+
+def _forwards(value: object) -> tuple[Forward, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _Bad("use a list like [6006, \"8787:18787\"]")
+    forwards: list[Forward] = []
+    for item in value:
+        try:
+            forward = parse_forward(item)
+        except ValueError:
+            raise _Bad(FORWARD_ALLOWED, item=item) from None
+        if forward in forwards:
+            continue  # the same forward twice is the same forward
+        if forward.local_port is not None and forward.local_port in {
+                other.local_port for other in forwards}:
+            raise _Bad(f"local port {forward.local_port} is already another forward's; give "
+                       "each its own LOCAL_PORT", item=item)
+        forwards.append(forward)
+    return tuple(forwards)
+
+
 def _gpus(value: object) -> str:
     text = _string(value)
     if not text.strip():
@@ -259,6 +313,7 @@ OPTIONS: dict[str, Option] = {option.key: option for option in (
     Option("dir", "--dir", "", _dir),
     Option("name", "--name", "", _name),
     Option("port", "--port", None, _port),
+    Option("forward", "--forward", (), _forwards),
     Option("no_browser", "--no-browser", False, _flag),
     Option("keep", "--keep", False, _flag),
     Option("idle_timeout", "--idle-timeout", "6h", _duration),
@@ -290,6 +345,7 @@ class Options:
     dir: str
     name: str
     port: int | None
+    forward: tuple[Forward, ...]
     no_browser: bool
     keep: bool
     idle_timeout: int  # seconds, as every duration
@@ -320,7 +376,8 @@ def resolve(host: str, given: Mapping[str, Given], *,
         try:
             values[key] = option.check(raw)
         except _Bad as bad:
-            shown = source.typed if bad.sentence and source.typed_by_user else source.show(raw)
+            value = raw if bad.item is _WHOLE else bad.item
+            shown = source.typed if bad.sentence and source.typed_by_user else source.show(value)
             message = f"{shown} {bad}" if bad.sentence else f"bad {shown}: {bad}"
             raise source.error(message) from None
         sources[key] = source
@@ -334,7 +391,24 @@ def resolve(host: str, given: Mapping[str, Given], *,
                    "--slurm '--gres=gpu:1'")
         typed = gpus_source.typed_by_user or slurm_source.typed_by_user
         raise CommandLineError(message) if typed else ConfigError(message)
+    _check_forwards_against_port(values, sources)
     return Options(**values, sources=sources)  # type: ignore[arg-type]  # checked above
+
+
+def _check_forwards_against_port(values: Mapping[str, object],
+                                 sources: Mapping[str, Source]) -> None:
+    """A --forward's LOCAL_PORT cannot also be the browser's --port."""
+    port = values["port"]
+    forwards = values["forward"]
+    assert isinstance(forwards, tuple)
+    for forward in forwards:
+        if port is not None and forward.local_port == port:
+            forward_source, port_source = sources["forward"], sources["port"]
+            message = (f"{_naming(forward_source, '--forward')} {str(forward)!r} and "
+                       f"{_naming(port_source, '--port')} {port} both ask for local port "
+                       f"{port}; give the forward another LOCAL_PORT")
+            typed = forward_source.typed_by_user or port_source.typed_by_user
+            raise CommandLineError(message) if typed else ConfigError(message)
 
 
 def _pick(host: str, key: str, given: Mapping[str, Given], from_file: Collection[str],

@@ -36,6 +36,7 @@ KEYS: dict[str, type] = {
     "dir": str,
     "name": str,
     "port": int,
+    "forward": list,  # of "REMOTE_PORT[:LOCAL_PORT]" strings or REMOTE_PORT ints
     "no_browser": bool,
     "keep": bool,
     "idle_timeout": str,

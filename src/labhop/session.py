@@ -36,10 +36,10 @@ from labhop.backends import (
 from labhop.connection import Connection, Interrupted, InterruptPolicy, connected
 from labhop.errors import ExitStatus, LabhopError, RemoteError
 from labhop.keepalive import KeepAlive
-from labhop.options import NAME_ALLOWED, is_valid_name
+from labhop.options import NAME_ALLOWED, Forward, is_valid_name
 from labhop.readiness import Readiness
 from labhop.ssh import Target
-from labhop.tunnel import LocalTunnel
+from labhop.tunnel import LocalTunnel, check_requested_ports, forward_line, local_ends
 from labhop.ui import UI
 
 APP_LABELS = {"lab": "JupyterLab", "notebook": "Jupyter Notebook", "server": "Jupyter Server"}
@@ -53,6 +53,7 @@ class StartRequest:
     root_dir: str = ""
     name: str = ""
     port: int | None = None
+    forwards: tuple[Forward, ...] = ()  # --forward: more ports, beside the server's own
     open_browser: bool = True
     keep: bool = False
     idle_timeout: int = 0
@@ -119,12 +120,16 @@ class Session:
     def run(self) -> int:
         policy = InterruptPolicy(on_busy=lambda: self.ui.warn(
             "still cleaning up; press Ctrl+C again to leave the server running"))
+        # A local port asked for that is taken now: say so before any server is started.
+        check_requested_ports(local_ends(
+            self.request.port, self.request.forwards, host=self._host()))
         try:
             with connected(self.request.target, progress=self.ui.step,
                            policy=policy) as conn:
                 self.conn = conn
                 self.tunnel = LocalTunnel(conn, self.ui, host=self._host(),
-                                          port=self.request.port)
+                                          port=self.request.port,
+                                          forwards=self.request.forwards)
                 try:
                     self._serve()
                 except Interrupted:
@@ -142,7 +147,7 @@ class Session:
 
     def _serve(self) -> None:
         self.server = self._obtain_server()
-        self._tunnel().open(self.server.forward_target())
+        self._open_tunnel()
         self.server = self._readiness().wait(self.server,
                                              relaunch_over_tcp=self._relaunch_over_tcp)
         self.ready = True
@@ -150,6 +155,11 @@ class Session:
         self._announce()
         KeepAlive(self._conn(), self._backend(), self._tunnel(), self.ui, self._host(),
                   url=self.url, on_reconnected=self._hold_ownership).run(self.server)
+
+    def _open_tunnel(self) -> None:
+        assert self.server is not None
+        self._tunnel().open(self.server.forward_target(),
+                            self._backend().forward_host(self.server)[0])
 
     def _readiness(self) -> Readiness:
         return Readiness(self._backend(), self._tunnel(), self.ui, self._host(),
@@ -178,6 +188,9 @@ class Session:
         self.ui.done(f"{label} is ready on {self._host()} "
                      f"(server '{self.server.name}', {backend.where(self.server)})")
         self.ui.result(self.url())
+        where = backend.forward_host(self.server)[1]
+        for end in self._tunnel().extra_ends:
+            self.ui.result(forward_line(end, where))
         if self.request.open_browser:
             if oscompat.has_display():
                 page = local.write_redirect_file(self._run_dir(), self.url())
@@ -322,7 +335,7 @@ class StartSession(Session):
         self._tunnel().close()
         self._backend().stop(self.server.name)
         self.server = self._launch("tcp")
-        self._tunnel().open(self.server.forward_target())
+        self._open_tunnel()
         return self.server
 
     def _launch_record(self, name: str) -> dict[str, object]:

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,18 +296,27 @@ def describe(target: Target, resolved: Resolved) -> str:
     return f"{target.host} ({resolved.describe()})"
 
 
-class Tunnel:
-    """One `-L 127.0.0.1:PORT:REMOTE` forward of labhop's, and the guard that removes it
-    when labhop is gone, however labhop died (see `labhop.guard`).
+# One forward of a tunnel: (local port on 127.0.0.1, remote end: a socket path or host:port).
+Forward = tuple[int, str]
 
-    The token goes to `local_port` only while `holds()` is true: while labhop's own ssh
-    listens there, no other program can.
+
+def forward_spec(forward: Forward) -> str:
+    """The `-L` argument of one forward; the local end is on loopback only."""
+    local_port, remote = forward
+    return f"127.0.0.1:{local_port}:{remote}"
+
+
+class Tunnel:
+    """A set of `-L 127.0.0.1:PORT:REMOTE` forwards of labhop's, opened together, and the
+    guard that removes them when labhop is gone, however labhop died (see `labhop.guard`).
+
+    The token goes to a local port of the set only while `holds()` is true: while
+    labhop's own ssh listens there, no other program can.
     """
 
-    def __init__(self, guard: subprocess.Popen[str], local_port: int, remote: str) -> None:
+    def __init__(self, guard: subprocess.Popen[str], forwards: Sequence[Forward]) -> None:
         self.guard = guard
-        self.local_port = local_port
-        self.remote = remote
+        self.forwards = tuple(forwards)
 
     def holds(self) -> bool:
         raise NotImplementedError
@@ -316,27 +326,39 @@ class Tunnel:
 
 
 class ChildTunnel(Tunnel):
-    """A supervised `ssh -N -L` child (the guard runs it): it holds the port while it runs."""
+    """A supervised `ssh -N -L ... -L ...` child (the guard runs it): it holds every port
+    of the set while it runs."""
 
     def holds(self) -> bool:
         return self.guard.poll() is None
 
 
 class MasterForward(Tunnel):
-    """A forward the master holds (`ssh -O forward`); its guard cancels exactly it.
+    """Forwards the master holds (`ssh -O forward`); its guard cancels exactly them.
 
-    It holds the port while the master that took it is alive: a master that died gave the
-    port up, and a new master at the same control path (another labhop's) never took it.
+    They hold their ports while the master that took them is alive: a master that died
+    gave the ports up, and a new master at the same control path (another labhop's)
+    never took them.
     """
 
-    def __init__(self, guard: subprocess.Popen[str], local_port: int, remote: str, *,
+    def __init__(self, guard: subprocess.Popen[str], forwards: Sequence[Forward], *,
                  ssh: str, control_path: str, host: str, master_pid: int) -> None:
-        super().__init__(guard, local_port, remote)
+        super().__init__(guard, forwards)
         self._check = control_argv(ssh, control_path, "check", host)
         self.master_pid = master_pid
 
     def holds(self) -> bool:
         return self.guard.poll() is None and master_pid(self._check) == self.master_pid
+
+
+def cancel_forward(*, ssh: str, control_path: str, spec: str, host: str) -> None:
+    """Remove one forward of labhop's from a master (its own or the user's), and only it.
+
+    One spec per call: `ssh -O cancel` with several stops at the first it cannot cancel.
+    """
+    if os.path.exists(control_path):
+        cancel = control_argv(ssh, control_path, "cancel", host)
+        proc.run([*cancel[:-2], "-L", spec, *cancel[-2:]], timeout=15)
 
 
 def master_pid(check_argv: list[str]) -> int:
@@ -398,13 +420,15 @@ class Transport:
         return proc.spawn([*self.step_argv("-T"), REMOTE_PLAIN_BOOTSTRAP], stdin_text=script,
                           stdout=stdout, detached=self.multiplexed)
 
-    def open_tunnel(self, local_port: int, remote: str) -> Tunnel:
-        """Forward 127.0.0.1:local_port to `remote` (a socket path or host:port)."""
+    def open_tunnel(self, forwards: Sequence[Forward]) -> Tunnel:
+        """Forward each 127.0.0.1:PORT to its remote end (a socket path or host:port), all
+        or none: a port that cannot be had raises LocalPortError naming it (`.port`)."""
         raise NotImplementedError
 
     def _port_error(self, local_port: int, stderr: str) -> LocalPortError:
         return LocalPortError(f"cannot listen on 127.0.0.1:{local_port}: "
-                              f"{_last_line(stderr) or 'port forwarding failed'}")
+                              f"{_last_line(stderr) or 'port forwarding failed'}",
+                              port=local_port)
 
 
 class MuxTransport(Transport):
@@ -429,31 +453,46 @@ class MuxTransport(Transport):
                 "-o", "ClearAllForwardings=yes", "-o", "RemoteCommand=none",
                 *self.target.user_args(), *extra, "--", self.target.host]
 
-    def open_tunnel(self, local_port: int, remote: str) -> Tunnel:
-        # The master holds the listener: `-O forward` returns 0 only once it is bound.
+    def open_tunnel(self, forwards: Sequence[Forward]) -> Tunnel:
+        # The master holds the listeners: `-O forward` returns 0 only once it is bound.
         # (A `-O proxy` client holding its own listener would be neater, but OpenSSH 9.2's
         # master dies with "no remote_id" when such a client leaves after a failed
-        # channel open, which would end every labhop on the connection.)
-        spec = f"127.0.0.1:{local_port}:{remote}"
-        forward = control_argv(self.ssh, self.control_path, "forward", self.target.host)
-        result = proc.run([*forward[:-2], "-L", spec, *forward[-2:]], timeout=30)
-        check = control_argv(self.ssh, self.control_path, "check", self.target.host)
-        pid = master_pid(check)
-        if result.returncode != 0:
-            if not pid:
-                raise self._failure(result.stderr)
-            raise self._port_error(local_port, result.stderr)
-        guard = proc.spawn(proc.guard_argv((), "--cancel-forward", self.ssh,
-                                           self.control_path, spec, self.target.host),
+        # channel open, which would end every labhop on the connection.) One spec per
+        # call, so a failure names its port.
+        added: list[str] = []
+        for forward in forwards:
+            spec = forward_spec(forward)
+            command = control_argv(self.ssh, self.control_path, "forward", self.target.host)
+            result = proc.run([*command[:-2], "-L", spec, *command[-2:]], timeout=30)
+            if result.returncode != 0:
+                # All or none: give back what this call added before the one that failed.
+                for done in added:
+                    cancel_forward(ssh=self.ssh, control_path=self.control_path, spec=done,
+                                   host=self.target.host)
+                if not master_pid(self._check_argv()):
+                    raise self._failure(result.stderr)
+                raise self._port_error(forward[0], result.stderr)
+            added.append(spec)
+        pid = master_pid(self._check_argv())
+        # One guard for the whole set: it cancels exactly these forwards, each of them.
+        cancels = [arg for spec in added for arg in (
+            "--cancel-forward", self.ssh, self.control_path, spec, self.target.host)]
+        guard = proc.spawn(proc.guard_argv((), *cancels),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return MasterForward(guard, local_port, remote, ssh=self.ssh,
-                             control_path=self.control_path, host=self.target.host,
-                             master_pid=pid)
+        return MasterForward(guard, forwards, ssh=self.ssh, control_path=self.control_path,
+                             host=self.target.host, master_pid=pid)
+
+    def _check_argv(self) -> list[str]:
+        return control_argv(self.ssh, self.control_path, "check", self.target.host)
 
 
 class DirectTransport(Transport):
     """No ControlMaster (Windows' OpenSSH, --no-multiplex): each step is an ssh of its
     own, and the tunnel is one long-lived `ssh -N -L` that labhop supervises."""
+
+    def __init__(self, target: Target, resolved: Resolved, ssh: str, log_dir: Path) -> None:
+        super().__init__(target, resolved, ssh, log_dir)
+        self._opened = 0  # tunnels opened so far: each gets a log file of its own
 
     def is_alive(self) -> bool:
         # There is no connection between steps; the tunnel's own keep-alives tell.
@@ -468,35 +507,53 @@ class DirectTransport(Transport):
         return self._direct_argv("-o", "ClearAllForwardings=yes",
                                  "-o", "RemoteCommand=none", *extra)
 
-    def tunnel_argv(self, spec: str) -> list[str]:
+    def tunnel_argv(self, *specs: str) -> list[str]:
         # Never -f: it does not background on Windows, and a foreground child is what
         # labhop supervises. LocalCommand runs only once every -L is bound, so its line
-        # is the proof that this ssh holds the port. (ClearAllForwardings would clear
-        # this -L too, so the LocalForward lines of the user's config for this host are
+        # is the proof that this ssh holds the ports. (ClearAllForwardings would clear
+        # these -L too, so the LocalForward lines of the user's config for this host are
         # opened as well.)
+        forwards = [arg for spec in specs for arg in ("-L", spec)]
         return self._direct_argv("-N", "-o", "ExitOnForwardFailure=yes",
                                  "-o", "PermitLocalCommand=yes",
-                                 "-o", f"LocalCommand=echo {TUNNEL_READY}", "-L", spec)
+                                 "-o", f"LocalCommand=echo {TUNNEL_READY}", *forwards)
 
-    def open_tunnel(self, local_port: int, remote: str) -> Tunnel:
-        spec = f"127.0.0.1:{local_port}:{remote}"
-        log_path = self.log_dir / f"tunnel-{local_port}.log"
+    def open_tunnel(self, forwards: Sequence[Forward]) -> Tunnel:
+        self._opened += 1
+        log_path = self.log_dir / f"tunnel-{self._opened}.log"
         # In the terminal's foreground: it logs in itself, and may have to ask.
-        child = proc.spawn_guarded(self.tunnel_argv(spec), stderr_path=log_path,
-                                   detached=False)
+        child = proc.spawn_guarded(self.tunnel_argv(*map(forward_spec, forwards)),
+                                   stderr_path=log_path, detached=False)
         timeout = CONNECT_TIMEOUT_S + 30
         if proc.wait_for_line(child, TUNNEL_READY, timeout=timeout):
-            return ChildTunnel(child, local_port, remote)
+            return ChildTunnel(child, forwards)
         timed_out = child.poll() is None
         proc.release(child, timeout=5)
         stderr = log_path.read_text(encoding="utf-8", errors="replace")
-        if re.search(r"Address already in use|cannot listen to port|Could not request local "
-                     r"forwarding", stderr):
-            raise self._port_error(local_port, stderr)
+        if _PORT_FAILURE.search(stderr):
+            ports = [port for port, _ in forwards]
+            taken = taken_local_port(stderr, ports)
+            raise self._port_error(ports[0] if taken is None else taken, stderr)
         if timed_out:
             raise SSHError(f"the tunnel to {self.target.host} did not come up within "
                            f"{timeout:.0f} s; check the network and retry")
         raise self._failure(stderr)
+
+
+_PORT_FAILURE = re.compile(r"Address already in use|cannot listen to port|Could not request "
+                           r"local forwarding")
+
+
+def taken_local_port(stderr: str, ports: Sequence[int]) -> int | None:
+    """Which of `ports` ssh could not listen on, from what it printed ("bind
+    [127.0.0.1]:6006: Address already in use", "cannot listen to port: 6006"); with
+    ExitOnForwardFailure it stops at the first. None if it names none of them."""
+    for match in re.finditer(r"cannot listen to port: (\d+)|^bind \[[^\]]*\]:(\d+): ", stderr,
+                             re.MULTILINE):
+        port = int(match.group(1) or match.group(2))
+        if port in ports:
+            return port
+    return None
 
 
 def _last_line(text: str) -> str:

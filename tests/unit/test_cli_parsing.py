@@ -9,6 +9,7 @@ import pytest
 
 from labhop.cli import _split_jupyter_args, main, parse_duration
 from labhop.errors import ConfigError, ExitStatus, LabhopError
+from labhop.options import Forward, parse_forward
 from labhop.options import sbatch_args as _sbatch_args
 from labhop.session import default_name, validate_name
 
@@ -41,6 +42,31 @@ def test_arguments_after_double_dash_go_to_jupyter() -> None:
         ["--debug", "--", "x"],
     )
     assert _split_jupyter_args(["gamer"]) == (["gamer"], [])
+
+
+@pytest.mark.parametrize(
+    ("value", "forward"),
+    [
+        ("6006", Forward(6006)),
+        (6006, Forward(6006)),
+        ("6006:16006", Forward(6006, 16006)),
+        (" 8787:8787 ", Forward(8787, 8787)),
+        ("1", Forward(1)),
+        ("65535:1", Forward(65535, 1)),
+    ],
+)
+def test_parse_forward(value: object, forward: Forward) -> None:
+    assert parse_forward(value) == forward
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "0", "65536", "6006:0", "6006:", ":6006", "6006:7000:8000", "-1", "6006-6010",
+     "localhost:6006", "6006 7000", "0x10", "١٢٣", True, None, 6006.0, 0, 70000, [6006]],
+)
+def test_parse_forward_refuses(value: object) -> None:
+    with pytest.raises(ValueError, match=r"REMOTE_PORT|1-65535"):
+        parse_forward(value)
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,16 @@ TYPED = [
     (["--dir", "proj\0x"], "bad --dir 'proj\\x00x': use a path without a NUL character"),
     (["--gpus", "0", "--slurm", "-p gpu"],
      "--gpus is for a host you ssh into; with --slurm ask Slurm for GPUs"),
+    (["--forward", "tensorboard"], f"bad --forward 'tensorboard': {options.FORWARD_ALLOWED}"),
+    (["--forward", "0"], f"bad --forward '0': {options.FORWARD_ALLOWED}"),
+    (["--forward", "6006:70000"], f"bad --forward '6006:70000': {options.FORWARD_ALLOWED}"),
+    (["--forward", "6006:"], f"bad --forward '6006:': {options.FORWARD_ALLOWED}"),
+    # The bad one of several is named, not the whole list.
+    (["--forward", "6006", "--forward", "1:2:3"], "bad --forward '1:2:3': use REMOTE_PORT"),
+    (["--forward", "6006:16006", "--forward", "6007:16006"],
+     "bad --forward '6007:16006': local port 16006 is already another forward's"),
+    (["--forward", "6006:8890", "--port", "8890"],
+     "--forward '6006:8890' and --port 8890 both ask for local port 8890"),
 ]
 
 
@@ -124,9 +134,19 @@ IN_FILE = [
     ("port = 0", "bad port = 0 ({where}): use a port number 1-65535"),
     ("port = 70000", "bad port = 70000 ({where}): use a port number 1-65535"),
     ('dir = "a\\u0000b"', "bad dir = 'a\\x00b' ({where}): use a path without a NUL character"),
+    ('forward = [6006, "tensorboard"]',
+     f"bad forward = 'tensorboard' ({{where}}): {options.FORWARD_ALLOWED}"),
+    ("forward = [0]", f"bad forward = 0 ({{where}}): {options.FORWARD_ALLOWED}"),
+    ("forward = [true]", f"bad forward = true ({{where}}): {options.FORWARD_ALLOWED}"),
+    ('forward = ["6006:99999"]', "bad forward = '6006:99999' ({where}): use REMOTE_PORT"),
+    ('forward = ["1:7000", "2:7000"]',
+     "bad forward = '2:7000' ({where}): local port 7000 is already another forward's"),
+    ('port = 8890\nforward = ["6006:8890"]',
+     "forward ({where}) '6006:8890' and port ({where}) 8890 both ask for local port 8890"),
     # The file's types are checked when it is read (profiles), naming the key as well.
     ('multiplex = "no"', "{path}: multiplex in [hosts.{host}] must be a bool, not 'no'"),
     ("keep = 1", "{path}: keep in [hosts.{host}] must be a bool, not 1"),
+    ("forward = 6006", "{path}: forward in [hosts.{host}] must be a list, not 6006"),
     ('no_browser = "yes"', "{path}: no_browser in [hosts.{host}] must be a bool"),
 ]
 
@@ -340,6 +360,32 @@ def test_values_are_checked_and_converted(tmp_path: Path) -> None:
     slurm = options.resolve("c", {"slurm": Given("-p gpu -t 1:00:00", "--slurm")},
                             config=config)
     assert slurm.slurm == ("-p", "gpu", "-t", "1:00:00")
+
+
+def test_forwards_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[defaults]\nforward = [8787]\n'
+                    '[hosts.gamer]\nforward = [6006, "8501:18501", " 8888 "]\n')
+    config = profiles.load(path)
+    Forward = options.Forward
+    gamer = options.resolve("gamer", {}, config=config)
+    assert gamer.forward == (Forward(6006), Forward(8501, 18501), Forward(8888))
+    assert str(gamer.sources["forward"]) == f"{path} [hosts.gamer] forward"
+    assert options.resolve("other", {}, config=config).forward == (Forward(8787),)
+    # Typed, the forwards replace the file's list; the same forward twice is one.
+    typed = options.resolve("gamer", {"forward": Given(("6006:16006", "6006:16006", "7000"),
+                                                       "--forward")}, config=config)
+    assert typed.forward == (Forward(6006, 16006), Forward(7000))
+    assert [str(forward) for forward in typed.forward] == ["6006:16006", "7000"]
+    assert options.resolve("x", {}, config=profiles.load(tmp_path / "none")).forward == ()
+
+
+def test_attach_reads_forward_too(config_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert one_error(["attach", HOST, "--forward", "x"], capsys, 2).startswith(
+        "bad --forward 'x': use REMOTE_PORT")
+    config_path.write_text(f'{TABLE}\nforward = ["x"]\n')
+    assert one_error(["attach", HOST], capsys, 3).startswith(
+        f"bad forward = 'x' ([hosts.{HOST}] in {config_path})")
 
 
 def test_the_error_class_follows_the_source(tmp_path: Path) -> None:
