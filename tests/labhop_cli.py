@@ -125,26 +125,42 @@ def run_labhop(
 
 
 class LabhopProcess:
-    """A long-running labhop with stdout and stderr merged, read as it is printed.
+    """A long-running labhop with stdout and stderr merged, read as it is printed; with
+    `merge_stderr=False`, `output` is stdout alone and `stderr` the rest.
 
     Use as a context manager: on exit the whole process group is killed if still running.
     """
 
     def __init__(
-        self, process: subprocess.Popen[str], reader: _PipeReader, changed: threading.Condition
+        self,
+        process: subprocess.Popen[str],
+        reader: _PipeReader,
+        changed: threading.Condition,
+        err_reader: _PipeReader | None = None,
     ) -> None:
         self._process = process
         self._reader = reader
         self._changed = changed
+        self._err_reader = err_reader
 
     @classmethod
-    def start(cls, *args: str, env_overrides: Mapping[str, str] | None = None) -> LabhopProcess:
-        process = _spawn(args, env_overrides, merge_stderr=True)
+    def start(
+        cls,
+        *args: str,
+        env_overrides: Mapping[str, str] | None = None,
+        merge_stderr: bool = True,
+    ) -> LabhopProcess:
+        process = _spawn(args, env_overrides, merge_stderr=merge_stderr)
         assert process.stdout is not None
         changed = threading.Condition()
         reader = _PipeReader(process.stdout, changed)
         reader.start()
-        return cls(process, reader, changed)
+        err_reader = None
+        if not merge_stderr:
+            assert process.stderr is not None
+            err_reader = _PipeReader(process.stderr, changed)
+            err_reader.start()
+        return cls(process, reader, changed, err_reader)
 
     @property
     def pid(self) -> int:
@@ -152,8 +168,14 @@ class LabhopProcess:
 
     @property
     def output(self) -> str:
-        """Everything printed so far, stdout and stderr interleaved."""
+        """Everything printed so far, stdout and stderr interleaved (stdout alone when
+        started with merge_stderr=False)."""
         return self._reader.text
+
+    @property
+    def stderr(self) -> str:
+        """What it printed on stderr so far, when started with merge_stderr=False."""
+        return self._err_reader.text if self._err_reader is not None else ""
 
     def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
         """The first match of `pattern` (re.MULTILINE) in the output, waiting up to `timeout`.
@@ -177,7 +199,10 @@ class LabhopProcess:
                     problem = f"printed nothing matching within {timeout:g}s"
                     break
                 self._changed.wait(remaining)
-        raise AssertionError(f"labhop {problem}; waited for /{pattern}/. Output:\n{self.output}")
+        stderr = f"\nstderr:\n{self.stderr}" if self._err_reader is not None else ""
+        raise AssertionError(
+            f"labhop {problem}; waited for /{pattern}/. Output:\n{self.output}{stderr}"
+        )
 
     def running(self) -> bool:
         return self._process.poll() is None
@@ -205,3 +230,5 @@ class LabhopProcess:
         if self._process.poll() is None:
             _kill_group(self._process)
         self._reader.join(_PIPE_DRAIN_SECONDS)
+        if self._err_reader is not None:
+            self._err_reader.join(_PIPE_DRAIN_SECONDS)

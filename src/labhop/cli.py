@@ -25,7 +25,7 @@ from labhop.connection import Connection
 from labhop.errors import ExitStatus, LabhopError
 from labhop.remote import APPS
 from labhop.ssh import Target
-from labhop.ui import UI
+from labhop.ui import UI, JsonUI
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -177,6 +177,20 @@ def complete_env(ctx: click.Context, param: click.Parameter, incomplete: str
     return [CompletionItem(kind) for kind in completion.env_candidates(incomplete)]
 
 
+JSON_HELP = ("For editors and scripts: JSON lines on stdout (progress, then ready with "
+             "url, port, token, host, name, pid; stopped or error with code last); text "
+             "goes to stderr; no browser.")
+# The commands that take --json as a session's event stream (see JsonUI).
+_SESSION_COMMANDS = ("start", "attach")
+
+
+def _session_ui(*, quiet: bool, as_json: bool) -> UI:
+    """start's and attach's UI; `main` reports their errors through the same one."""
+    ui = JsonUI(quiet=quiet) if as_json else UI(quiet=quiet)
+    click.get_current_context().ensure_object(dict)["ui"] = ui
+    return ui
+
+
 class LabhopGroup(click.Group):
     """`labhop HOST` is short for `labhop start HOST`."""
 
@@ -265,9 +279,10 @@ def cli() -> None:
               show_default=True,
               help="With --slurm: cancel the job if it is still pending after this long.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the URL and errors.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @ssh_options
 @click.pass_context
-def start(ctx: click.Context, /, host: str, quiet: bool, **params: Any) -> int:
+def start(ctx: click.Context, /, host: str, quiet: bool, as_json: bool, **params: Any) -> int:
     """Start Jupyter on HOST, tunnel it here, and open the browser (the default command).
 
     Ctrl+C stops the server and its kernels and leaves nothing running on HOST
@@ -275,6 +290,7 @@ def start(ctx: click.Context, /, host: str, quiet: bool, **params: Any) -> int:
     Defaults per host come from ~/.config/labhop/config.toml ([hosts.HOST] and
     [defaults] tables with these options' names; see the README).
     """
+    ui = _session_ui(quiet=quiet, as_json=as_json)
     resolved = resolve_options(host)  # what was typed, else the config file's; checked
     from labhop import session  # noqa: PLC0415 -- keeps `ls` quick
 
@@ -286,7 +302,7 @@ def start(ctx: click.Context, /, host: str, quiet: bool, **params: Any) -> int:
         name=resolved.name,
         port=resolved.port,
         forwards=resolved.forward,
-        open_browser=not resolved.no_browser,
+        open_browser=not (resolved.no_browser or as_json),
         keep=resolved.keep,
         idle_timeout=resolved.idle_timeout,
         start_timeout=float(resolved.timeout or 1),
@@ -295,7 +311,7 @@ def start(ctx: click.Context, /, host: str, quiet: bool, **params: Any) -> int:
         queue_timeout=float(resolved.queue_timeout or 1),
         gpus=resolved.gpus,
     )
-    return session.start(request, UI(quiet=quiet))
+    return session.start(request, ui)
 
 
 @cli.command()
@@ -308,13 +324,15 @@ def start(ctx: click.Context, /, host: str, quiet: bool, **params: Any) -> int:
 @click.option("--timeout", "start_timeout", metavar="DURATION", default=DEFAULT_START_TIMEOUT,
               show_default=True, help="How long to wait for the server to answer.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the URL and errors.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @ssh_options
-def attach(host: str, quiet: bool, **params: Any) -> int:
+def attach(host: str, quiet: bool, as_json: bool, **params: Any) -> int:
     """Tunnel to a server that is already running on HOST and open the browser.
 
     NAME may be left out when only one server runs there. Works from any laptop:
     everything needed is on HOST. Ctrl+C closes the tunnel; the server keeps running.
     """
+    ui = _session_ui(quiet=quiet, as_json=as_json)
     from labhop import session  # noqa: PLC0415 -- keeps `ls` quick
 
     # NAME, --port, --forward, --no-browser, --timeout as typed; the config file supplies
@@ -328,10 +346,10 @@ def attach(host: str, quiet: bool, **params: Any) -> int:
         name=resolved.name,
         port=resolved.port,
         forwards=resolved.forward,
-        open_browser=not resolved.no_browser,
+        open_browser=not (resolved.no_browser or as_json),
         start_timeout=float(resolved.timeout or 1),
     )
-    return session.attach(request, UI(quiet=quiet))
+    return session.attach(request, ui)
 
 
 def _local_time(iso: str) -> str:
@@ -530,19 +548,23 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     first = args[0] if args else ""
     if first and first not in cli.commands and first not in GROUP_OPTIONS:
         args = ["start", *args]
-    ui = UI()
+    obj: dict[str, Any] = {"jupyter_args": jupyter_args}
+    # The command's own UI once it has one (see _session_ui); before that (a bad option),
+    # a --json session's errors are JSON too.
+    wants_json = bool(args) and args[0] in _SESSION_COMMANDS and "--json" in args
+    fallback = JsonUI() if wants_json else UI()
     try:
-        status = cli.main(args, prog_name="labhop", standalone_mode=False,
-                          obj={"jupyter_args": jupyter_args})
+        status = cli.main(args, prog_name="labhop", standalone_mode=False, obj=obj)
     except click.exceptions.Abort:
         status = ExitStatus.INTERRUPTED
     except click.ClickException as exc:
-        status = _click_error(ui, exc, args[0] if args else "")
+        status = _click_error(obj.get("ui", fallback), exc, args[0] if args else "")
     except LabhopError as exc:
         if debug:
             logging.getLogger("labhop").exception("traceback")
-        ui.error(str(exc), exc.details)
+        obj.get("ui", fallback).error(str(exc), exc.details)
         status = exc.status
     except KeyboardInterrupt:
         status = ExitStatus.INTERRUPTED
+    obj.get("ui", fallback).end(int(status or 0))
     sys.exit(int(status or 0))

@@ -74,6 +74,7 @@ class KeepAlive:
     def reconnect(self, server: Server) -> None:
         self.ui.warn(f"lost the connection to {self.host}; the server keeps running there. "
                      "Reconnecting…")
+        self.ui.event("reconnecting", host=self.host)
         self.tunnel.close()
         attempt = 0
         while True:
@@ -99,6 +100,7 @@ class KeepAlive:
                 self.ui.warn(f"local port {old_port} was taken while the connection was "
                              f"down; moved to {end.port}: {shown}")
             self.ui.done(f"reconnected; {self.url()} works again")
+            self.ui.event("reconnected", url=self.url(), port=self.tunnel.port, moved=moved)
             return
 
     def _countdown(self, seconds: int, attempt: int) -> None:

@@ -101,6 +101,8 @@ class Session:
         self.tunnel: LocalTunnel | None = None
         self.ownership: subprocess.Popen[str] | None = None
         self.ready = False
+        # Whether this session stopped the server when it ended (the `stopped` event).
+        self.stopped_server = False
 
     # -- the phases a subclass provides ----------------------------------------------------
     def _obtain_server(self) -> Server:
@@ -140,7 +142,11 @@ class Session:
                 was_ready = self.ready
                 self._cleanup(note="" if was_ready else
                               "interrupted before the server was ready")
-                return ExitStatus.OK if was_ready else ExitStatus.INTERRUPTED
+                if not was_ready:
+                    return ExitStatus.INTERRUPTED
+                self.ui.event("stopped", name=self._name(), host=self._host(),
+                              server_running=not self.stopped_server)
+                return ExitStatus.OK
         except Interrupted:
             # While connecting (at a password prompt, say): nothing was started yet.
             return ExitStatus.INTERRUPTED
@@ -191,6 +197,14 @@ class Session:
         where = backend.forward_host(self.server)[1]
         for end in self._tunnel().extra_ends:
             self.ui.result(forward_line(end, where))
+        port = self._tunnel().port
+        # server_url: the server's root, which editors take as an "existing server" (some
+        # find no kernels behind the app's path, /lab).
+        self.ui.event("ready", url=self.url(), port=port, token=self.server.token,
+                      host=self._host(), name=self.server.name,
+                      pid=int(self.server.pid) if self.server.pid.isdigit() else self.server.pid,
+                      app=self.request.app,
+                      server_url=f"http://127.0.0.1:{port}/?token={self.server.token}")
         if self.request.open_browser:
             if oscompat.has_display():
                 page = local.write_redirect_file(self._run_dir(), self.url())
@@ -240,6 +254,7 @@ class Session:
                 self.ui.warn(f"could not confirm that '{name}' stopped: {exc}")
                 return
         if output.get("known") == "1":
+            self.stopped_server = True
             self.ui.done(f"stopped '{name}'; nothing left running on {self._host()}")
 
     # -- small helpers --------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 Progress and messages go to stderr; results (the URL, tables, JSON) go to stdout, so
 `labhop ... | tool` gets only data. On a terminal a spinner shows the current step;
-elsewhere each step is one plain line.
+elsewhere each step is one plain line. `JsonUI` (`--json` on start and attach) says the
+same things as JSON lines on stdout, for an editor or a script, and the text on stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import TextIO
@@ -38,6 +41,13 @@ class UI:
     @property
     def interactive(self) -> bool:
         return self.err.is_terminal
+
+    def event(self, kind: str, **fields: object) -> None:
+        """A fact a program may act on (ready, reconnected, stopped); said only by JsonUI,
+        the text that people read says it already."""
+
+    def end(self, status: int) -> None:
+        """The command is over with `status` (just before the process exits)."""
 
     def step(self, message: str) -> None:
         """A step that is starting; replaces the spinner text on a terminal."""
@@ -112,6 +122,74 @@ class UI:
                 yield
             finally:
                 self._status = None
+
+
+class JsonUI(UI):
+    """`--json`: stdout carries JSON lines only, one event per line, flushed as it
+    happens; everything for people (steps, the URL, tables) goes to stderr as plain lines.
+
+    Events: `progress` (a step starts), `info`, `warning` (each with `message`), `ready`,
+    `reconnecting`, `reconnected`, and last either `stopped` or `error` (with `message`
+    and `code`, the exit status). Readers should skip events they do not know.
+    """
+
+    def __init__(self, *, stdout: TextIO | None = None, stderr: TextIO | None = None,
+                 quiet: bool = False) -> None:
+        # Results that would go to stdout (the URL) are text for people here too.
+        super().__init__(stdout=stderr or sys.stderr, stderr=stderr, quiet=quiet)
+        self._events = stdout or sys.stdout
+        self._ended = False
+        self._error: tuple[str, str] | None = None
+
+    @property
+    def interactive(self) -> bool:
+        return False  # plain lines on stderr: no spinner to redraw beside the events
+
+    def event(self, kind: str, **fields: object) -> None:
+        if self._ended:
+            return
+        self._ended = kind in ("stopped", "error")
+        line = json.dumps({"event": kind, **fields}) + "\n"
+        try:
+            self._events.write(line)
+            self._events.flush()
+        except (BrokenPipeError, ValueError):
+            # The reader went away (it took the URL and closed the pipe): the session
+            # goes on; later events go nowhere, and the exit does not fail on a flush.
+            self._ended = True
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._events.fileno())
+                os.close(devnull)
+
+    def step(self, message: str) -> None:
+        super().step(message)
+        self.event("progress", message=message)
+
+    def done(self, message: str) -> None:
+        super().done(message)
+        self.event("info", message=message)
+
+    def info(self, message: str) -> None:
+        super().info(message)
+        self.event("info", message=message)
+
+    def warn(self, message: str) -> None:
+        super().warn(message)
+        self.event("warning", message=message)
+
+    def error(self, message: str, details: str = "") -> None:
+        super().error(message, details)
+        self._error = (message, details)  # the event waits for the exit status (end)
+
+    def end(self, status: int) -> None:
+        if self._ended or status == 0:
+            return  # a session that ends well said `stopped` itself, with its details
+        message, details = self._error or (
+            ("interrupted before the server was ready", "") if status == 130
+            else (f"exit status {status}", ""))
+        self.event("error", message=message, code=status,
+                   **({"details": details} if details else {}))
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> Table:
