@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from labhop import __version__, commands, gpus, local, oscompat, proc, remote, server_api
+from labhop import __version__, commands, gpus, local, opening, oscompat, proc, remote, server_api
 from labhop.backends import (
     Backend,
     BackendOptions,
@@ -62,6 +62,7 @@ class StartRequest:
     slurm: tuple[str, ...] | None = None
     queue_timeout: float = 900.0
     gpus: str = ""  # --gpus as typed (checked by gpus.parse_gpu_selection); "" = not given
+    open_path: str = ""  # PATH, as opening.normalize made it; "" = the app's start page
 
 
 def default_name(root_dir: str) -> str:
@@ -166,9 +167,14 @@ class Session:
         client = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
         self.ownership = self._backend().hold_ownership(self.server.name, client)
 
-    def url(self) -> str:
+    def url(self, *, first: bool = False) -> str:
+        """The URL with the token; `first` is the one printed and opened at ready, which
+        opens the PATH asked for (a URL after a reconnect is the app's start page)."""
         assert self.server is not None and self._tunnel().port is not None
         path = server_api.app_path(self.request.app)
+        if first and self.server.open_kind:
+            path = opening.url_path(self.request.app, self.server.open_path,
+                                    self.server.open_kind)
         return f"http://127.0.0.1:{self._tunnel().port}{path}?token={self.server.token}"
 
     def _announce(self) -> None:
@@ -177,10 +183,10 @@ class Session:
         label = APP_LABELS[self.request.app]
         self.ui.done(f"{label} is ready on {self._host()} "
                      f"(server '{self.server.name}', {backend.where(self.server)})")
-        self.ui.result(self.url())
+        self.ui.result(self.url(first=True))
         if self.request.open_browser:
             if oscompat.has_display():
-                page = local.write_redirect_file(self._run_dir(), self.url())
+                page = local.write_redirect_file(self._run_dir(), self.url(first=True))
                 if not local.open_browser(page):
                     self.ui.info("could not open a browser; open the URL above yourself")
             else:
@@ -293,6 +299,7 @@ class StartSession(Session):
             jupyter_args=request.jupyter_args,
             record=self._launch_record(name),
             cuda_visible_devices=self._cuda_visible_devices(),
+            open_path=request.open_path,
         )
         with self.ui.spinner(f"starting {label}{where} as '{name}'"):
             try:

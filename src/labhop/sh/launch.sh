@@ -13,10 +13,12 @@ main() {
         fail 93 "'$name' runs as Slurm job $(read_file "$state/jobid"); use labhop attach for it, or pick another --name"
     fi
     if [ -f "$state/pid" ] && is_ours "$(read_file "$state/pid")" "$(read_file "$state/id")" "$state"; then
+        open_in "$state"
         out existing 1
         report "$state"
         exit 0
     fi
+    open_in ""
     mkdir -p "$root_state" || fail 93 "cannot create $root_state on $(hostname)"
     chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
     rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"

@@ -10,6 +10,7 @@ main() {
     if [ "$(read_file "$state/backend")" = slurm ]; then
         case $(job_line "$(read_file "$state/jobid")" | cut -d'|' -f1) in
             PENDING|CONFIGURING|RUNNING|REQUEUED|RESIZING|SUSPENDED)
+                open_in "$state"
                 out existing 1
                 out jobid "$(read_file "$state/jobid")"
                 out token "$(read_file "$state/token")"
@@ -22,6 +23,7 @@ main() {
     fi
     command -v sbatch >/dev/null 2>&1 \
         || fail 94 "sbatch not found on $(hostname): is it a Slurm login node? (load Slurm's module in your login files)"
+    open_in ""
     mkdir -p "$root_state" || fail 93 "cannot create $root_state on $(hostname)"
     chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
     rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $(hostname)"
