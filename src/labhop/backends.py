@@ -59,6 +59,10 @@ class Server:
     existing: bool
     jobid: str = ""  # the batch job that runs it, for a backend with a queue
     note: str = ""  # what the launch has to say (how long the job waited), or ""
+    # The PATH the first browser open shows, relative to the root, and "file" or "dir"
+    # (see labhop.opening); "" when none was asked for.
+    open_path: str = ""
+    open_kind: str = ""
 
     @property
     def transport(self) -> str:
@@ -252,6 +256,8 @@ class HostBackend(Backend):
             pid=fields.get("pid"),
             node=fields.get("node"),
             existing=fields.get("existing") == "1",
+            open_path=fields.get("open_path"),
+            open_kind=fields.get("open_kind"),
         )
 
     def status(self, name: str, *, with_log: bool = False) -> Status:
@@ -306,7 +312,9 @@ class SlurmBackend(Backend):
         jobid = fields.get("jobid")
         existing = fields.get("existing") == "1"
         self.options.progress(f"{'found running' if existing else 'submitted'} job {jobid}")
-        return self._wait_for_job(request.name, jobid, fields.get("token"), existing)
+        server = self._wait_for_job(request.name, jobid, fields.get("token"), existing)
+        return dataclasses.replace(server, open_path=fields.get("open_path"),
+                                   open_kind=fields.get("open_kind"))
 
     def _wait_for_job(self, name: str, jobid: str, token: str, existing: bool) -> Server:
         submitted = time.monotonic()

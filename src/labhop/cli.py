@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
-from labhop import __version__, commands, completion, gpus, options
+from labhop import __version__, commands, completion, gpus, opening, options
 from labhop.connection import Connection
 from labhop.errors import ExitStatus, LabhopError
 from labhop.remote import APPS
@@ -43,7 +43,7 @@ Exit status:
   11  cannot connect         12  authentication refused
   13  host key unknown or changed
   14  other ssh failure      20  environment not found
-  21  jupyter not found      22  server root (--dir) missing
+  21  jupyter not found      22  --dir or PATH missing, or PATH outside --dir
   23  server exited during start-up
   24  server did not answer in time (--timeout)
   25  local port unusable    26  other remote failure
@@ -219,7 +219,7 @@ class LabhopGroup(click.Group):
         return items
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write("Usage: labhop [OPTIONS] HOST [-- JUPYTER_ARGS...]\n"
+        formatter.write("Usage: labhop [OPTIONS] HOST [PATH] [-- JUPYTER_ARGS...]\n"
                         "       labhop COMMAND [ARGS]...\n")
 
 
@@ -232,6 +232,7 @@ def cli() -> None:
     \b
       labhop gamer                        JupyterLab on ssh host 'gamer', browser opens
       labhop gamer --env conda:pytorch --dir ~/proj
+      labhop gamer notebooks/train.ipynb  the browser opens that notebook
       labhop gamer --app notebook -- --ServerApp.terminals_enabled=False
 
     HOST is anything ssh accepts: an alias from ~/.ssh/config, user@host, an address.
@@ -242,6 +243,7 @@ def cli() -> None:
 
 @cli.command(epilog=EXIT_CODES_HELP)
 @click.argument("host", shell_complete=complete_host)
+@click.argument("path", required=False, default=None)
 @click.option("--env", "env_spec", metavar="SPEC", shell_complete=complete_env,
               help="Environment to start Jupyter in: conda:NAME, mamba:NAME, "
                    "micromamba:NAME, venv:PATH, module:NAME[,NAME], or cmd:'SHELL TEXT'. "
@@ -282,8 +284,19 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @ssh_options
 @click.pass_context
-def start(ctx: click.Context, /, host: str, quiet: bool, as_json: bool, **params: Any) -> int:
+def start(ctx: click.Context, /, host: str, path: str | None, quiet: bool, as_json: bool,
+          **params: Any) -> int:
     """Start Jupyter on HOST, tunnel it here, and open the browser (the default command).
+
+    \b
+      labhop gamer notebooks/train.ipynb   the browser opens that notebook
+      labhop gamer --dir ~/proj data       ... or the folder ~/proj/data
+
+    PATH is a notebook, file or folder on HOST, relative to --dir (or absolute, inside
+    it); it must exist, or nothing is started (exit status 22). JupyterLab opens it
+    under /lab/tree/, Notebook under /notebooks/, /edit/ or /tree/; --app server has
+    no pages, so its URL stays the root. Only the first URL opens PATH; after a
+    reconnect the URL is the app's start page.
 
     Ctrl+C stops the server and its kernels and leaves nothing running on HOST
     (with --keep it only closes the tunnel). Arguments after `--` go to Jupyter.
@@ -310,6 +323,7 @@ def start(ctx: click.Context, /, host: str, quiet: bool, as_json: bool, **params
         slurm=resolved.slurm,
         queue_timeout=float(resolved.queue_timeout or 1),
         gpus=resolved.gpus,
+        open_path=opening.normalize(path) if path is not None else "",
     )
     return session.start(request, ui)
 

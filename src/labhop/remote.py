@@ -81,6 +81,9 @@ class LaunchRequest:
     record: dict[str, object] = field(default_factory=dict)
     # For the kernels (see gpus.choose); "" leaves the remote's own value alone.
     cuda_visible_devices: str = ""
+    # The PATH to open in the browser, as labhop.opening normalized it; "" for none.
+    # Checked before anything starts (open_path.sh); only the launch reads it.
+    open_path: str = ""
 
 
 # What each script prints: see `parse_output`.
@@ -104,12 +107,12 @@ def _keys(script: str, single: str, lists: str = "", *, log: bool = False) -> Ke
                 frozenset(lists.split()), log)
 
 
-LAUNCH_KEYS = _keys("start script", "existing pid endpoint node token")
+LAUNCH_KEYS = _keys("start script", "existing pid endpoint node token open_path open_kind")
 STATUS_KEYS = _keys("status script", "known alive listening", log=True)
 STOP_KEYS = _keys("stop script", "known was_running stopped", "signal swept")
 LOGS_KEYS = _keys("log script", "known", log=True)
 OWNER_KEYS = _keys("owner script", "owner")
-SUBMIT_KEYS = _keys("job submission script", "existing jobid token")
+SUBMIT_KEYS = _keys("job submission script", "existing jobid token open_path open_kind")
 # The batch job prints only `fail`'s lines, into its log; it also leaves them in its state
 # (`failure`), which is where the job status script reads them from.
 JOB_KEYS = _keys("Slurm job script", "")
@@ -175,6 +178,9 @@ _FLAVOUR_PY = _text("flavour.py")
 # both backends (`with_jupyter_command`, used by launch.sh and job.sh).
 _PREPARE = _text("prepare.sh")
 _LAUNCH_BODY = _text("launch.sh")
+# Checks the PATH to open, and says where it is and whether it is a folder (`open_in`,
+# used by launch.sh and submit.sh before they create anything).
+_OPEN_PATH = _text("open_path.sh")
 # The status script's `main`, shared by a host's server and a Slurm job's: each adds
 # its own `status_fields`.
 _STATUS_BODY = _text("status.sh")
@@ -259,8 +265,9 @@ def launch_script(request: LaunchRequest, *, kinds: Mapping[str, str]) -> Script
     """Start the named server detached, or report the one already running under that name
     (refusing the name while another backend's server holds it: `kinds`, see `_kinds`)."""
     kinds_assignment, entry_shell = _kinds(kinds)
-    return _script(LAUNCH_KEYS, _assign(**launch_values(request)) + kinds_assignment,
-                   entry_shell, _ACTIVATE, _PREPARE, _LAUNCH_BODY)
+    return _script(LAUNCH_KEYS,
+                   _assign(**launch_values(request), open_path=request.open_path)
+                   + kinds_assignment, entry_shell, _ACTIVATE, _PREPARE, _OPEN_PATH, _LAUNCH_BODY)
 
 
 def launch_values(request: LaunchRequest) -> dict[str, object]:
@@ -568,8 +575,13 @@ def slurm_submit_script(request: LaunchRequest, sbatch_args: tuple[str, ...], *,
         record=json.dumps(request.record, sort_keys=True),
         slurm_opts=shlex.join(sbatch_args),
         job_script=slurm_job_script(request),
+        # The home is shared: the login node checks the PATH to open (open_path.sh).
+        root_dir=request.root_dir,
+        local_home=request.local_home,
+        open_path=request.open_path,
     )
-    return _script(SUBMIT_KEYS, assignments + kinds_assignment, entry_shell, _SUBMIT_BODY)
+    return _script(SUBMIT_KEYS, assignments + kinds_assignment, entry_shell, _OPEN_PATH,
+                   _SUBMIT_BODY)
 
 
 def slurm_status_script(name: str, *, with_log: bool = False,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from labhop import __version__, commands, gpus, local, oscompat, proc, remote, server_api
+from labhop import __version__, commands, gpus, local, opening, oscompat, proc, remote, server_api
 from labhop.backends import (
     Backend,
     BackendOptions,
@@ -63,6 +63,7 @@ class StartRequest:
     slurm: tuple[str, ...] | None = None
     queue_timeout: float = 900.0
     gpus: str = ""  # --gpus as typed (checked by gpus.parse_gpu_selection); "" = not given
+    open_path: str = ""  # PATH, as opening.normalize made it; "" = the app's start page
 
 
 def default_name(root_dir: str) -> str:
@@ -182,9 +183,14 @@ class Session:
         client = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
         self.ownership = self._backend().hold_ownership(self.server.name, client)
 
-    def url(self) -> str:
+    def url(self, *, first: bool = False) -> str:
+        """The URL with the token; `first` is the one printed and opened at ready, which
+        opens the PATH asked for (a URL after a reconnect is the app's start page)."""
         assert self.server is not None and self._tunnel().port is not None
         path = server_api.app_path(self.request.app)
+        if first and self.server.open_kind:
+            path = opening.url_path(self.request.app, self.server.open_path,
+                                    self.server.open_kind)
         return f"http://127.0.0.1:{self._tunnel().port}{path}?token={self.server.token}"
 
     def _announce(self) -> None:
@@ -193,21 +199,24 @@ class Session:
         label = APP_LABELS[self.request.app]
         self.ui.done(f"{label} is ready on {self._host()} "
                      f"(server '{self.server.name}', {backend.where(self.server)})")
-        self.ui.result(self.url())
+        self.ui.result(self.url(first=True))
         where = backend.forward_host(self.server)[1]
         for end in self._tunnel().extra_ends:
             self.ui.result(forward_line(end, where))
         port = self._tunnel().port
         # server_url: the server's root, which editors take as an "existing server" (some
         # find no kernels behind the app's path, /lab).
-        self.ui.event("ready", url=self.url(), port=port, token=self.server.token,
+        self.ui.event("ready", url=self.url(first=True), port=port, token=self.server.token,
                       host=self._host(), name=self.server.name,
                       pid=int(self.server.pid) if self.server.pid.isdigit() else self.server.pid,
                       app=self.request.app,
-                      server_url=f"http://127.0.0.1:{port}/?token={self.server.token}")
+                      server_url=f"http://127.0.0.1:{port}/?token={self.server.token}",
+                      forwards=[{"url": f"http://127.0.0.1:{end.port}", "local_port": end.port,
+                                 "remote": f"{where}:{end.forward.remote_port}"}
+                                for end in self._tunnel().extra_ends if end.forward])
         if self.request.open_browser:
             if oscompat.has_display():
-                page = local.write_redirect_file(self._run_dir(), self.url())
+                page = local.write_redirect_file(self._run_dir(), self.url(first=True))
                 if not local.open_browser(page):
                     self.ui.info("could not open a browser; open the URL above yourself")
             else:
@@ -324,6 +333,7 @@ class StartSession(Session):
             jupyter_args=request.jupyter_args,
             record=self._launch_record(name),
             cuda_visible_devices=cuda_visible_devices,
+            open_path=request.open_path,
         )
         with self.ui.spinner(f"starting {label}{where} as '{name}'"):
             try:

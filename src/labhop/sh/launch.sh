@@ -11,10 +11,12 @@ main() {
     state=$root_state/$name
     [ -d "$state" ] && refuse_other_kind "$state" host
     if [ -f "$state/pid" ] && alive_host "$state"; then
+        open_in "$state"
         out existing 1
         report "$state"
         exit 0
     fi
+    open_in ""
     mkdir -p "$root_state" || fail 93 "cannot create $root_state on $fail_host"
     chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
     rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $fail_host"

@@ -11,6 +11,7 @@ main() {
     if [ "$(entry_kind "$state")" = slurm ]; then
         case $(job_line "$(read_file "$state/jobid")" | cut -d'|' -f1) in
             PENDING|CONFIGURING|RUNNING|REQUEUED|RESIZING|SUSPENDED)
+                open_in "$state"
                 out existing 1
                 out jobid "$(read_file "$state/jobid")"
                 out token "$(read_file "$state/token")"
@@ -19,6 +20,7 @@ main() {
     fi
     command -v sbatch >/dev/null 2>&1 \
         || fail 94 "sbatch not found on $fail_host: is it a Slurm login node? (load Slurm's module in your login files)"
+    open_in ""
     mkdir -p "$root_state" || fail 93 "cannot create $root_state on $fail_host"
     chmod 700 "$root_state" "${root_state%/servers}" 2>/dev/null
     rm -rf "$state" && mkdir -m 700 "$state" || fail 93 "cannot create $state on $fail_host"
