@@ -388,7 +388,7 @@ def diagnose(request: DoctorRequest, emit: Emit = lambda _check: None) -> Report
         add(from_error("ssh-config", exc))
         return skip_rest("not checked: ssh cannot read its configuration")
     multiplex = target.multiplex and oscompat.supports_multiplexing()
-    user_path = _user_control_path(resolved)
+    user_path = connection.user_control_path(resolved)
     user_master = multiplex and bool(user_path) and ssh.master_alive(binary, user_path,
                                                                      target.host)
     labhop_master = multiplex and not user_master and _labhop_master_alive(
@@ -424,14 +424,9 @@ def _ssh_version(binary: str) -> str:
     return lines[0] if lines else ""
 
 
-def _user_control_path(resolved: Resolved) -> str:
-    path = resolved.settings.get("controlpath", "")
-    return "" if path.lower() in ("", "none") else path
-
-
 def _labhop_master_alive(binary: str, resolved: Resolved, host: str) -> bool:
-    base = connection.shared_dir()
-    return base is not None and ssh.master_alive(binary, base / resolved.key(), host)
+    path = connection.shared_control_path(resolved)
+    return path is not None and ssh.master_alive(binary, path, host)
 
 
 def _run(conn: Connection, script: remote.Script, what: str, *,
