@@ -21,7 +21,7 @@ from labhop.doctor import LABELS
 from tests.labhop_cli import Result, run_labhop
 from tests.test_gpus_e2e import Install, nvidia_smi  # noqa: F401 -- the fixture
 from tests.test_start_e2e import wait_until_no_user_processes
-from tests.testbed import HOME, SlurmCluster, Sshd, start_sshd, user_processes
+from tests.testbed import HOME, Askpass, SlurmCluster, Sshd, start_sshd, user_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -110,6 +110,15 @@ def test_json_is_one_object_with_every_check(sshd: Sshd, nvidia_smi: Install,  #
     by_name = {check["name"]: check for check in report["checks"]}
     assert by_name["env"]["detail"] == "login PATH (no --env)"
     assert "one ssh per step" in by_name["login"]["detail"]
+    assert_nothing_stayed(runtime_dir)
+    # The same checks as the lines people read (the login's time aside).
+    human = lines(doctor(sshd, "gpubox", "--no-multiplex"))
+    for check in report["checks"]:
+        line = human[LABELS[check["name"]]]
+        mark = {True: "✓", False: "✗", None: SKIP}[check["ok"]]
+        assert line.startswith(f"{mark} {LABELS[check['name']]} ")
+        if check["name"] != "login":
+            assert line.endswith(f"  {check['detail']}")
     assert_nothing_stayed(runtime_dir)
 
 
@@ -243,3 +252,15 @@ def test_sshd_without_socket_forwarding_fails_the_socket_check_and_spares_the_ma
     check = nostream_sshd.run("-S", str(users_master), "-O", "check", "nostream")
     assert check.returncode == 0, check.stderr
     assert_nothing_stayed(runtime_dir, sessions_allowed=True)
+
+
+def test_a_host_that_asks_a_password_asks_it_once(password_sshd: Sshd, askpass: Askpass,
+                                                  runtime_dir: Path) -> None:
+    result = run_labhop("doctor", "-F", str(password_sshd.config), "pwbox",
+                        env_overrides=askpass.env(), timeout=120)
+    checks = lines(result)
+    assert "a new connection" in checks["login"], result.stdout + result.stderr
+    # Every check after the login (the socket test's forward too) rides that one master.
+    assert [checks[label][0] for label in ORDER[2:9]] == ["✓"] * 7, result.stdout
+    assert askpass.count() == 1
+    assert_nothing_stayed(runtime_dir)

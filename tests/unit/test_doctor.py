@@ -16,6 +16,7 @@ import pytest
 from labhop import doctor, gpus, remote
 from labhop.errors import ExitStatus, HostUnknownError
 from labhop.ssh import parse_ssh_g
+from tests.labhop_cli import run_labhop
 from tests.unit.test_remote_scripts import fake_venv
 
 # ---------------------------------------------------------------------------------------
@@ -226,6 +227,15 @@ def test_the_exit_status_is_the_first_failures_and_json_has_every_check() -> Non
                                  "fix": ""}
     clean = doctor.Report("box", (doctor.passed("ssh", "ok"), doctor.skipped("slurm", "no")))
     assert (clean.ok, clean.exit_status) == (True, ExitStatus.OK)
+
+
+def test_without_ssh_on_path_the_rest_is_not_checked_and_the_status_is_9(
+        tmp_path: Path) -> None:
+    result = run_labhop("doctor", "gpubox", "--json", env_overrides={"PATH": str(tmp_path)})
+    assert result.rc == 9, result.stderr
+    report = json.loads(result.stdout)
+    assert [check["ok"] for check in report["checks"]] == [False] + [None] * 10
+    assert "openssh-client" in report["checks"][0]["fix"]
 
 
 # ---------------------------------------------------------------------------------------
