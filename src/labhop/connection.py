@@ -139,6 +139,18 @@ def shared_dir() -> Path | None:
     return None
 
 
+def user_control_path(resolved: Resolved) -> str:
+    """The ControlPath of the user's own ssh config for the host ("" for none)."""
+    path = resolved.settings.get("controlpath", "")
+    return "" if path.lower() in ("", "none") else path
+
+
+def shared_control_path(resolved: Resolved) -> Path | None:
+    """Where labhop's own shared master for the host lives (None: no shared directory)."""
+    base = shared_dir()
+    return None if base is None else base / resolved.key()
+
+
 def _open_lock(path: Path | str) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
@@ -277,8 +289,7 @@ class Connection:
 
     # -- masters -------------------------------------------------------------------------
     def _user_control_path(self) -> str:
-        path = self.resolve().settings.get("controlpath", "")
-        return "" if path.lower() in ("", "none") else path
+        return user_control_path(self.resolve())
 
     def _acquire_master(self) -> None:
         """Use the user's live master, else labhop's shared one (opening it if needed).

@@ -160,6 +160,28 @@ def wait_for_line(child: subprocess.Popen[str], wanted: str, *, timeout: float) 
     return found.is_set()
 
 
+def lines_until(child: subprocess.Popen[str], wanted: str, *,
+                timeout: float) -> tuple[bool, list[str]]:
+    """The child's stdout lines up to and including the line `wanted`, and whether it
+    came; if the child exits or the time is up first, (False, the lines read so far)."""
+    assert child.stdout is not None
+    stream = child.stdout
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        for line in stream:
+            lines.append(line.rstrip("\n"))
+            if line.strip() == wanted:
+                found.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return found.is_set(), list(lines)
+
+
 def release(child: subprocess.Popen[str], *, timeout: float = 5.0) -> None:
     """Close a spawned child's lifeline and wait for it; kill it if it lingers."""
     if child.stdin is not None and not child.stdin.closed:

@@ -142,9 +142,11 @@ class Script(str):
 # `ps` for every user of both machines). It starts a *login* shell so PATH, modules and
 # conda are set up as when the user logs in, then hands stdin to a POSIX sh, whatever
 # the user's login shell is (csh-family shells do not take `-l -c`, so they get plain sh).
+# The login shells that take `-l -c` (see `labhop doctor`, which says which way it went).
+LOGIN_SHELLS = ("bash", "zsh", "ksh", "mksh", "dash", "sh", "fish")
 REMOTE_LOGIN_BOOTSTRAP = (
     "/bin/sh -c 'case \"${SHELL##*/}\" in"
-    " bash|zsh|ksh|mksh|dash|sh|fish) exec \"$SHELL\" -l -c \"exec /bin/sh -s\";;"
+    f" {'|'.join(LOGIN_SHELLS)}) exec \"$SHELL\" -l -c \"exec /bin/sh -s\";;"
     " *) exec /bin/sh -s;; esac'"
 )
 REMOTE_PLAIN_BOOTSTRAP = "exec /bin/sh -s"
@@ -202,6 +204,10 @@ _JOB_STOP_BODY = _text("job_stop.sh")
 _JOB_STATUS_FIELDS = _text("job_status.sh")
 # The GPU query (see gpus_script).
 _GPUS_BODY = _text("gpus.sh")
+# `labhop doctor`'s steps (see doctor_script), and the Python they run remotely: the
+# Jupyter versions, and a throwaway Unix-socket listener.
+_DOCTOR_BODY = _text("doctor.sh")
+_DOCTOR_PROBE_PY = _text("doctor_probe.py")
 
 
 def _assign(**values: object) -> str:
@@ -303,6 +309,46 @@ def gpus_script(keys: Keys, *, gpu_fields: str, app_fields: str, smi_timeout: in
     """Ask nvidia-smi about GPUs and processes; `keys` and parsing are gpus.py's."""
     assignments = _assign(gpu_fields=gpu_fields, app_fields=app_fields, smi_timeout=smi_timeout)
     return _script(keys, assignments, _GPUS_BODY)
+
+
+# `labhop doctor`: who and where we are; the login environment, --env, Jupyter, setsid,
+# the state directory and Slurm; a throwaway Unix-socket listener (see doctor.sh).
+DOCTOR_HELLO_KEYS = _keys("doctor's first step", "user host")
+DOCTOR_CHECK_KEYS = _keys(
+    "doctor's check script",
+    "shell path python3 setsid state state_existed state_ok state_error exe prefix py "
+    "transport sinfo_rc sinfo_error",
+    "version command sinfo",
+)
+DOCTOR_LISTEN_KEYS = _keys("doctor's socket listener", "sock listening")
+# How long a Slurm command may take, and the listener may live, at most.
+DOCTOR_COMMAND_TIMEOUT_S = 15
+DOCTOR_LISTEN_S = 60
+
+
+def doctor_script(part: str, *, env: EnvSpec | None = None, app: str = "lab",
+                  slurm: bool = False, python: str = "", local_home: str = "") -> Script:
+    """One step of `labhop doctor` (`part`: "hello", "check" or "listen").
+
+    "check" activates `env` and looks for Jupyter with the very values and functions a
+    launch uses (launch_values, activate.sh, prepare.sh); "listen" runs `python` as a
+    Unix-socket listener until the script's stdin ends.
+    """
+    keys = {"hello": DOCTOR_HELLO_KEYS, "check": DOCTOR_CHECK_KEYS,
+            "listen": DOCTOR_LISTEN_KEYS}[part]
+    values: dict[str, object] = {}
+    bodies: tuple[str, ...] = ()
+    if part == "check":
+        # Nothing is started: the name, id and token only fill the launch's shape.
+        request = LaunchRequest(name="doctor", server_id="doctor", token="", app=app,
+                                env=env, local_home=local_home)
+        values = {**launch_values(request), "slurm": int(slurm),
+                  "cmd_timeout": DOCTOR_COMMAND_TIMEOUT_S}
+        bodies = (_ACTIVATE, _PREPARE)
+    elif part == "listen":
+        values = {"python": python, "listen_s": DOCTOR_LISTEN_S}
+    values = {"part": part, **values, "probe_py": _DOCTOR_PROBE_PY}
+    return _script(keys, _assign(**values), *bodies, _DOCTOR_BODY)
 
 
 def status_script(name: str, *, with_log: bool = False, log_lines: int = 30) -> Script:

@@ -73,6 +73,16 @@ class UI:
             for line in details.rstrip().splitlines():
                 self.err.print(f"  [dim]|[/dim] {escape(line)}")
 
+    def check(self, ok: bool | None, label: str, detail: str, fix: str = "", *,
+              width: int = 0) -> None:
+        """One line of `labhop doctor` on stdout: ✓ passed, ✗ failed (and on the next line
+        what to do), an en dash: not checked."""
+        mark = ("[green]✓[/green]" if ok else "[dim]\u2013[/dim]" if ok is None
+                else "[bold red]✗[/bold red]")
+        self.out.print(f"{mark} {escape(label.ljust(width))}  {escape(detail)}")
+        if ok is False and fix:
+            self.out.print(f"  {' ' * width}  [bold]fix:[/bold] {escape(fix)}")
+
     def result(self, text: str) -> None:
         self.out.print(escape(text))
 

@@ -39,6 +39,7 @@ def test_every_sh_file_is_in_some_script() -> None:
         remote.slurm_stop_script("p"),
         remote.gpus_script(remote.Keys("GPU query script", frozenset()), gpu_fields="",
                            app_fields="", smi_timeout=1),
+        remote.doctor_script("check"),
     ]
     for path in SH_FILES:
         assert any(path.read_text() in script for script in scripts), path.name
