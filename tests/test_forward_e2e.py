@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -184,6 +185,24 @@ def test_a_taken_port_asked_for_stops_labhop_before_anything_starts(
     listed = run_labhop("ls", "-F", str(sshd.config), "gpubox")
     assert listed.rc == 0, listed.stderr
     assert "no labhop servers are running on gpubox" in listed.stderr
+
+
+def test_the_json_ready_event_lists_each_forward(sshd: Sshd) -> None:
+    """An editor or script that takes over the server finds the forwards in `ready`."""
+    remote_port = free_port()
+    with (remote_http(sshd, remote_port) as tensorboard,
+          LabhopProcess.start("-F", str(sshd.config), "gpubox", "--name", "proj", "--json",
+                              "--forward", str(remote_port), merge_stderr=False) as run):
+        run.wait_for(r'^\{"event": "ready", .*\}$', timeout=90)
+        [ready] = [event for event in map(json.loads, run.output.splitlines())
+                   if event["event"] == "ready"]
+        [forward] = ready["forwards"]
+        assert forward["remote"] == f"gpubox:{remote_port}"  # the host as typed
+        assert forward["url"] == f"http://127.0.0.1:{forward['local_port']}"
+        assert fetch(forward["local_port"]) == tensorboard.content
+        run.interrupt()
+        assert run.wait(30) == 0, run.stderr
+    assert nothing_listens(forward["local_port"])
 
 
 def test_a_forward_of_a_slurm_job_reaches_its_node(slurm: SlurmCluster) -> None:

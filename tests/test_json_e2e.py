@@ -71,7 +71,8 @@ def test_start_says_each_step_then_ready_then_stopped(sshd: Sshd, tmp_path: Path
 
         pid = int((STATE / "proj" / "pid").read_text())
         assert set(ready) == {"event", "url", "port", "token", "host", "name", "pid", "app",
-                              "server_url"}
+                              "server_url", "forwards"}
+        assert ready["forwards"] == []
         assert (ready["host"], ready["name"], ready["pid"], ready["app"]) == (
             "gpubox", "proj", pid, "lab")
         match = re.fullmatch(URL, ready["url"])
@@ -167,7 +168,7 @@ def test_a_dropped_connection_is_reconnecting_then_reconnected(sshd: Sshd,
             # The same port, so the same URL: an editor keeps the one it was given.
             assert lines[kinds.index("reconnected")] == {
                 "event": "reconnected", "url": ready["url"], "port": ready["port"],
-                "moved": False}
+                "moved": False, "forwards": []}
             assert run_code_through(ready["url"]) == "lhtest 42"
             labhop.interrupt()
             assert labhop.wait(30) == 0, labhop.stderr

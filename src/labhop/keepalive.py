@@ -15,7 +15,7 @@ from labhop.backends import Backend, Server
 from labhop.connection import Connection
 from labhop.errors import ServerExitedError, SSHError
 from labhop.readiness import log_tail, require_alive
-from labhop.tunnel import LocalTunnel, forward_line
+from labhop.tunnel import LocalTunnel, forward_fields, forward_line
 from labhop.ui import UI
 
 _LOGGER = logging.getLogger(__name__)
@@ -100,7 +100,11 @@ class KeepAlive:
                 self.ui.warn(f"local port {old_port} was taken while the connection was "
                              f"down; moved to {end.port}: {shown}")
             self.ui.done(f"reconnected; {self.url()} works again")
-            self.ui.event("reconnected", url=self.url(), port=self.tunnel.port, moved=moved)
+            # moved: the server's own URL changed; each --forward as it is now.
+            self.ui.event("reconnected", url=self.url(), port=self.tunnel.port,
+                          moved=any(end.forward is None for end, _ in moved),
+                          forwards=[forward_fields(end, where)
+                                    for end in self.tunnel.extra_ends])
             return
 
     def _countdown(self, seconds: int, attempt: int) -> None:

@@ -39,7 +39,13 @@ from labhop.keepalive import KeepAlive
 from labhop.options import NAME_ALLOWED, Forward, is_valid_name
 from labhop.readiness import Readiness
 from labhop.ssh import Target
-from labhop.tunnel import LocalTunnel, check_requested_ports, forward_line, local_ends
+from labhop.tunnel import (
+    LocalTunnel,
+    check_requested_ports,
+    forward_fields,
+    forward_line,
+    local_ends,
+)
 from labhop.ui import UI
 
 APP_LABELS = {"lab": "JupyterLab", "notebook": "Jupyter Notebook", "server": "Jupyter Server"}
@@ -211,9 +217,8 @@ class Session:
                       pid=int(self.server.pid) if self.server.pid.isdigit() else self.server.pid,
                       app=self.request.app,
                       server_url=f"http://127.0.0.1:{port}/?token={self.server.token}",
-                      forwards=[{"url": f"http://127.0.0.1:{end.port}", "local_port": end.port,
-                                 "remote": f"{where}:{end.forward.remote_port}"}
-                                for end in self._tunnel().extra_ends if end.forward])
+                      forwards=[forward_fields(end, where)
+                                for end in self._tunnel().extra_ends])
         if self.request.open_browser:
             if oscompat.has_display():
                 page = local.write_redirect_file(self._run_dir(), self.url(first=True))

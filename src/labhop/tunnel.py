@@ -55,10 +55,18 @@ class LocalEnd:
                               f"{advice}", port=self.requested)
 
 
+def forward_fields(end: LocalEnd, where: str) -> dict[str, object]:
+    """A --forward as `--json` shows it: its local `url` and `local_port`, its `remote` end
+    (`where` names the host or node for people)."""
+    assert end.forward is not None and end.port is not None
+    return {"url": f"http://127.0.0.1:{end.port}", "local_port": end.port,
+            "remote": f"{where}:{end.forward.remote_port}"}
+
+
 def forward_line(end: LocalEnd, where: str) -> str:
     """How a --forward is shown: '  forward: http://127.0.0.1:6006 -> gamer:6006'."""
-    assert end.forward is not None and end.port is not None
-    return f"  forward: http://127.0.0.1:{end.port} -> {where}:{end.forward.remote_port}"
+    fields = forward_fields(end, where)
+    return f"  forward: {fields['url']} -> {fields['remote']}"
 
 
 def local_ends(port: int | None, forwards: Iterable[Forward], *, host: str) -> list[LocalEnd]:
