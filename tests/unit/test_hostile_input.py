@@ -232,6 +232,31 @@ def test_the_reported_forged_endpoint_is_never_believed(home: Path) -> None:
 
 
 @pytest.mark.parametrize("case", NAMES)
+def test_a_path_to_open_is_looked_up_literally(home: Path, mark: Path, case: str) -> None:
+    """`labhop HOST PATH`: a PATH that is there opens as itself; one that is not is named
+    literally in one error, and nothing was started."""
+    value = payloads(mark)[case]
+    recording_venv(home / "env")
+    root = home / "root"
+    missing = launch_script(request(server_id=unique_id(), env=remote.EnvSpec("venv", "~/env"),
+                                    root_dir=str(root), open_path=value))
+    root.mkdir()
+    result = run_sh(missing, home)
+    assert result.returncode == remote.Exit.ROOT_DIR_MISSING, result.stdout + result.stderr
+    assert value in remote.parse_failure(result.stdout).get("error")
+    assert not (home / "argv").exists()  # Jupyter never ran
+    assert not mark.exists()
+    if "/" in value.rstrip("/") or len(value) > 255 or value in (".", ".."):
+        return  # not one file name: the normalisation and the check above cover it
+    (root / value).write_text("{}")
+    there = launch_script(request(server_id=unique_id(), env=remote.EnvSpec("venv", "~/env"),
+                                  root_dir=str(root), open_path=value))
+    found = remote.parse_output(run_sh(there, home).stdout, remote.LAUNCH_KEYS)
+    assert (found.get("open_path"), found.get("open_kind")) == (value, "file")
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize("case", NAMES)
 def test_server_names_are_checked_first(mark: Path, case: str) -> None:
     value = payloads(mark)[case]
     allowed = all(c.isalnum() or c in "-_." for c in value) and not value.startswith(".")
