@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from labhop import remote
-from labhop.backends import BACKENDS, Backend, BackendOptions, backend_for_entry, backend_kind
-from labhop.connection import connected
-from labhop.ssh import Target
+from labhop import model
+from labhop.backends.base import BACKENDS, Backend, BackendOptions, backend_for_entry, backend_kind
+from labhop.remote import jupyter
+from labhop.ssh.connection import connected
+from labhop.ssh.target import Target
 from tests.testbed import Sshd, user_processes
 
 pytestmark = pytest.mark.e2e
@@ -30,10 +31,10 @@ def backend(request: pytest.FixtureRequest, sshd: Sshd) -> Iterator[Backend]:
         yield BACKENDS[request.param](conn, OPTIONS.get(request.param))
 
 
-def launch_request(kind: str) -> remote.LaunchRequest:
-    return remote.LaunchRequest(
+def launch_request(kind: str) -> jupyter.LaunchRequest:
+    return jupyter.LaunchRequest(
         name="contract", server_id=secrets.token_hex(8), token=secrets.token_hex(24),
-        app="server", env=remote.EnvSpec("venv", "~/jvenv"),
+        app="server", env=model.EnvSpec("venv", "~/jvenv"),
         record={"name": "contract", "backend": kind, "app": "server"})
 
 

@@ -301,7 +301,7 @@ def test_a_port_taken_while_the_connection_is_down_never_sees_the_token(
         # program grabs the tunnel's port at once.
         for pid, _ in processes_with_in_cmdline(str(runtime_dir)):
             with contextlib.suppress(ProcessLookupError):
-                if "labhop.guard" not in _cmdline(pid):
+                if "labhop.ssh.guard" not in _cmdline(pid):
                     os.kill(pid, signal.SIGKILL)
         squatter = Squatter(port)
         try:

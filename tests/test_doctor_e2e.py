@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from labhop.doctor import LABELS
+from labhop.commands.doctor_checks import LABELS
 from tests.labhop_cli import Result, run_labhop
 from tests.test_gpus_e2e import Install, nvidia_smi  # noqa: F401 -- the fixture
 from tests.test_start_e2e import wait_until_no_user_processes

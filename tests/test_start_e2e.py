@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from labhop.local import preferred_port
+from labhop.ssh.ports import preferred_port
 from tests import jupyter_api
 from tests.labhop_cli import LabhopProcess, run_labhop
 from tests.testbed import (

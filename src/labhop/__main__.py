@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from labhop.cli import main
+from labhop.cli.main import main
 
 if __name__ == "__main__":
     main()

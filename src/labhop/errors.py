@@ -2,6 +2,7 @@
 
 Library code raises a `LabhopError` subclass; `cli.main` catches it once, prints its
 one-line message and exits with its status. Nothing below the CLI calls `sys.exit`.
+
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class ExitStatus(IntEnum):
     NO_GPUS = 28
     SLURM_REFUSED = 30
     SLURM_PENDING = 31
+    INTERNAL = 70  # a bug in labhop (sysexits' EX_SOFTWARE): the front door's catch-all
     INTERRUPTED = 130
 
 
@@ -97,6 +99,10 @@ class JupyterNotFoundError(RemoteError):
 
 class RootDirMissingError(RemoteError):
     status = ExitStatus.ROOT_DIR_MISSING
+
+
+class SocketForwardingRefusedError(RemoteError):
+    """The host's sshd will not forward to a Unix socket, and the server listens on one."""
 
 
 class ServerExitedError(RemoteError):

@@ -9,32 +9,43 @@ nvidia-smi is asked in its machine-readable CSV form, never scraped from its tab
 Values nvidia-smi cannot give are bracketed: `[N/A]` (utilisation under MIG),
 `[Not Supported]`, `[Not Found]` and `[Insufficient Permissions]` (other users'
 processes seen from a container). They all become None (or "" for a name).
+
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
-from labhop import remote
 from labhop.errors import ConfigError, NoGpusError
 
 GPU_FIELDS = "index,uuid,name,memory.used,memory.total,utilization.gpu,temperature.gpu"
+
+
 APP_FIELDS = "gpu_uuid,pid,process_name,used_gpu_memory"
+
+
 # A GPU that fell off the bus can make nvidia-smi hang; give up on it after this long.
 SMI_TIMEOUT_S = 30
 
+
 # When the one-line warning after start-up speaks up.
 NEARLY_FULL_PCT = 90
+
+
 BUSY_PCT = 50
+
 
 # CUDA numbers devices fastest first unless told otherwise; nvidia-smi numbers them by
 # PCI bus. `--gpus 1` means nvidia-smi's GPU 1, so the launch also sets
 # CUDA_DEVICE_ORDER=PCI_BUS_ID (see launch.sh in labhop/sh).
 HIDE_ALL = "-1"  # CUDA_VISIBLE_DEVICES value that hides every GPU (CUDA stops at -1)
 
+
 GPU_HEADERS = ["GPU", "NAME", "MEMORY", "UTIL", "TEMP", "PROCESSES"]
+
+
 BAR_WIDTH = 10
 
 
@@ -87,7 +98,6 @@ class GpuReport:
                 for gpu in self.gpus]
 
 
-# ---------------------------------------------------------------------------------------
 # Parsing nvidia-smi's CSV
 def _value(text: str) -> str | None:
     """A field's text, or None for nvidia-smi's bracketed 'not available' forms."""
@@ -177,67 +187,6 @@ def _row_start(line: str) -> bool:
             and head[1].strip().isdigit())
 
 
-# ---------------------------------------------------------------------------------------
-# The remote script: remote's gpus.sh, with its prelude and quoting, so every script
-# speaks the same `labhop:` protocol.
-
-def query_script() -> remote.Script:
-    """The sh script that asks nvidia-smi about GPUs and processes (see `parse_report`)."""
-    return remote.gpus_script(QUERY_KEYS, gpu_fields=GPU_FIELDS, app_fields=APP_FIELDS,
-                              smi_timeout=SMI_TIMEOUT_S)
-
-
-# What the query script prints (see remote.parse_output): one line per GPU, per process,
-# and per /proc lookup.
-QUERY_KEYS = remote.Keys(
-    "GPU query script",
-    single=frozenset(("user", "nvidia-smi", "status", "message", "error", "exit")),
-    lists=frozenset(("gpu", "app", "owner", "sid", "server")),
-)
-
-
-def _pairs(values: Iterable[str], *, strip: bool = True) -> dict[str, str]:
-    """'KEY REST' values -> {KEY: REST}; `strip=False` keeps REST exactly (a name)."""
-    pairs = {}
-    for value in values:
-        key, _, rest = value.partition(" ")
-        if key and rest:
-            pairs[key] = rest.strip() if strip else rest
-    return pairs
-
-
-def parse_report(stdout: str) -> GpuReport:
-    """The query script's output -> GPUs, and processes with their user and server."""
-    output = remote.parse_output(stdout, QUERY_KEYS)
-    user = output.get("user")
-    state = output.get("nvidia-smi")
-    if state in ("missing", "failed"):
-        return GpuReport(user=user, smi=state, message=output.get("message"))
-    gpus = parse_gpus("\n".join(output.multi["gpu"]))
-    owners = _pairs(output.multi["owner"])
-    ids = _pairs(output.multi["sid"])
-    servers = _pairs(output.multi["server"], strip=False)
-    processes = [
-        attribute(p, owners, ids, servers)
-        for p in parse_processes("\n".join(output.multi["app"]))
-    ]
-    return GpuReport(gpus=tuple(gpus), processes=tuple(processes), user=user)
-
-
-def attribute(process: GpuProcess, owners: dict[str, str], ids: dict[str, str],
-              servers: dict[str, str]) -> GpuProcess:
-    """Fill in the user and labhop server of a GPU process from what /proc said.
-
-    When nvidia-smi itself could not name the process, its PID is not one of this
-    machine's /proc (a container sees other PIDs), so /proc would name a stranger.
-    """
-    if not process.process_name:
-        return process
-    pid = str(process.pid)
-    return replace(process, user=owners.get(pid, ""),
-                   server=servers.get(ids.get(pid, ""), ""))
-
-
 def problem(report: GpuReport, host: str) -> str | None:
     """The one line to say when there is no GPU to show; None when there are GPUs."""
     if report.smi == "missing":
@@ -257,7 +206,6 @@ def require_gpus(report: GpuReport, host: str) -> tuple[Gpu, ...]:
     return report.gpus
 
 
-# ---------------------------------------------------------------------------------------
 # --gpus
 @dataclass(frozen=True)
 class GpuSelection:
@@ -354,7 +302,6 @@ def choose(selection: GpuSelection, report: GpuReport, host: str, spec: str) -> 
     return GpuChoice(value, tuple(gpu for _, gpu in chosen if gpu is not None))
 
 
-# ---------------------------------------------------------------------------------------
 # What the table and the warning show
 def gib(mib: int | None) -> str:
     return "?" if mib is None else f"{mib / 1024:.1f}"

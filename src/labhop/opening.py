@@ -1,6 +1,7 @@
 """The PATH that `labhop HOST PATH` opens in the browser: what the user typed, normalized
 before it goes to the remote (which checks it, see sh/open_path.sh), and the URL path
 that opens it in each Jupyter app. Pure functions: text in, text out.
+
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import posixpath
 from urllib.parse import quote
 
 from labhop.errors import CommandLineError
-from labhop.server_api import app_path
+from labhop.model import APP_TABLE
 
 
 def normalize(text: str) -> str:
@@ -38,7 +39,7 @@ def url_path(app: str, path: str, kind: str) -> str:
     spaces, `#`, `?`, `%` and non-ASCII names reach Jupyter as they are.
     """
     if app == "server" or not path or path == "." or kind not in ("file", "dir"):
-        return app_path(app)
+        return APP_TABLE[app].path
     quoted = "/".join(quote(part, safe="") for part in path.split("/"))
     if app == "lab":
         return f"/lab/tree/{quoted}"

@@ -4,6 +4,7 @@ Every function takes the platform (`sys.platform` by default) and, where it matt
 environment, so both sides are unit-tested on any machine. Windows' OpenSSH has no
 ControlMaster (multiplexing needs fd passing over Unix sockets), its ssh cannot background
 itself with `-f`, and Windows has no SIGHUP and no sessions in the POSIX sense.
+
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from pathlib import Path
 # sun_path: 108 bytes on Linux, 104 on macOS and the BSDs, the NUL included. OpenSSH binds a
 # ControlPath under a temporary name 17 bytes longer (`PATH.` + 16 random characters).
 _SUN_PATH = {"linux": 108}
+
+
 _SUN_PATH_DEFAULT = 104
+
+
 CONTROL_PATH_TEMP_SUFFIX = 17
 
 

@@ -4,22 +4,26 @@ Progress and messages go to stderr; results (the URL, tables, JSON) go to stdout
 `labhop ... | tool` gets only data. On a terminal a spinner shows the current step;
 elsewhere each step is one plain line. `JsonUI` (`--json` on start and attach) says the
 same things as JSON lines on stdout, for an editor or a script, and the text on stderr.
+
+rich is imported the first time something is drawn, so a command that prints nothing
+(or only raw data) does not pay for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console, Group
-from rich.markup import escape
-from rich.status import Status
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.status import Status
+    from rich.table import Table
+
 
 # show(title, headers, rows): one refresh of a table that `UI.refreshing` keeps on screen.
 ShowTable = Callable[[str, list[str], list[list[str]]], None]
@@ -28,19 +32,22 @@ ShowTable = Callable[[str, list[str], list[list[str]]], None]
 class UI:
     def __init__(self, *, stdout: TextIO | None = None, stderr: TextIO | None = None,
                  quiet: bool = False) -> None:
-        self.out = Console(file=stdout or sys.stdout, highlight=False, soft_wrap=True)
-        if not self.out.is_terminal:
-            # Piped output is for scripts and files: never fold a table row.
-            self.out.width = 1000
-        self.err = Console(file=stderr or sys.stderr, highlight=False, soft_wrap=True)
-        if not self.err.is_terminal:
-            self.err.width = 1000  # the same for the tables that only inform (GPUs at start)
+        self._stdout = stdout or sys.stdout
+        self._stderr = stderr or sys.stderr
         self.quiet = quiet
         self._status: Status | None = None
 
+    @functools.cached_property
+    def out(self) -> Console:
+        return _console(self._stdout)
+
+    @functools.cached_property
+    def err(self) -> Console:
+        return _console(self._stderr)
+
     @property
     def interactive(self) -> bool:
-        return self.err.is_terminal
+        return _is_terminal(self._stderr)
 
     def event(self, kind: str, **fields: object) -> None:
         """A fact a program may act on (ready, reconnected, stopped); said only by JsonUI,
@@ -88,8 +95,8 @@ class UI:
 
     def raw(self, text: str) -> None:
         """Data that must reach stdout byte for byte (JSON, log lines)."""
-        self.out.file.write(text if text.endswith("\n") or not text else text + "\n")
-        self.out.file.flush()
+        self._stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        self._stdout.flush()
 
     def table(self, headers: list[str], rows: list[list[str]], *,
               to_stderr: bool = False) -> None:
@@ -102,7 +109,7 @@ class UI:
     def refreshing(self) -> Iterator[ShowTable]:
         """Show a titled table again and again: redrawn in place on a terminal, one after
         another (for logs and pipes) elsewhere."""
-        if not self.out.is_terminal:
+        if not _is_terminal(self._stdout):
             def show_next(title: str, headers: list[str], rows: list[list[str]]) -> None:
                 self.out.print(escape(title))
                 self.out.print(_table(headers, rows))
@@ -110,7 +117,9 @@ class UI:
 
             yield show_next
             return
-        from rich.live import Live  # noqa: PLC0415 -- only `gpus --watch` redraws
+        from rich.console import Group
+        from rich.live import Live
+        from rich.text import Text
 
         with Live(console=self.out, auto_refresh=False) as live:
             def show_again(title: str, headers: list[str], rows: list[list[str]]) -> None:
@@ -202,7 +211,34 @@ class JsonUI(UI):
                    **({"details": details} if details else {}))
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _console(stream: TextIO) -> Console:
+    from rich.console import Console
+
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        # Piped output is for scripts and files: never fold a table row (nor a table that
+        # only informs, such as the GPUs at start).
+        console.width = 1000
+    return console
+
+
+def escape(text: str) -> str:
+    """`text` as rich prints it literally (its `[...]` are not markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
     for header in headers:
         table.add_column(header, overflow="fold")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from labhop import completion
+from labhop.config import hosts
 
 LABHOP = Path(sys.executable).parent / "labhop"  # the entry point pip installed
 
@@ -32,7 +32,7 @@ def hosts_of(files: dict[str, str], start: str = "/h/.ssh/config") -> list[str]:
         # Reversed, so the test sees that the parser sorts (ssh's lexical order).
         return sorted((p for p in files if fnmatch.fnmatchcase(p, pattern)), reverse=True)
 
-    return completion.ssh_config_hosts(start, read_text=read_text, expand=expand,
+    return hosts.ssh_config_hosts(start, read_text=read_text, expand=expand,
                                        ssh_dir="/h/.ssh", home="/h")
 
 
@@ -76,15 +76,15 @@ def test_missing_unreadable_and_looping_files_give_what_can_be_read() -> None:
     def broken(path: str) -> str:
         raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
 
-    assert completion.ssh_config_hosts("/x", read_text=broken, expand=lambda p: [p],
+    assert hosts.ssh_config_hosts("/x", read_text=broken, expand=lambda p: [p],
                                        ssh_dir="/h/.ssh", home="/h") == []
 
 
 def test_env_completes_the_kinds() -> None:
-    assert completion.env_candidates("") == [
+    assert hosts.env_candidates("") == [
         "conda:", "mamba:", "micromamba:", "venv:", "module:", "cmd:"]
-    assert completion.env_candidates("m") == ["mamba:", "micromamba:", "module:"]
-    assert completion.env_candidates("conda:py") == []
+    assert hosts.env_candidates("m") == ["mamba:", "micromamba:", "module:"]
+    assert hosts.env_candidates("conda:py") == []
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from labhop import connection, oscompat
-from labhop.ssh import DirectTransport, MuxTransport, Target, parse_ssh_g
+from labhop import oscompat
+from labhop.ssh import connection, locks
+from labhop.ssh.target import Target, parse_ssh_g
+from labhop.ssh.transport import DirectTransport, MuxTransport
 
 RESOLVED = parse_ssh_g("host gamer\nuser me\nhostname 10.0.0.7\nport 22\n")
 TARGET = Target("gamer", jump="bastion")
@@ -84,12 +86,12 @@ def test_the_connection_key_is_the_ssh_g_result() -> None:
 # -- who closes a shared master -------------------------------------------------------------
 def share(tmp_path: Path) -> int:
     fd = os.open(tmp_path / "m.users", os.O_RDWR | os.O_CREAT, 0o600)
-    assert connection._lock(fd, exclusive=False)
+    assert locks._lock(fd, exclusive=False)
     return fd
 
 
 def release(tmp_path: Path, fd: int) -> None:
-    connection.release_master(fd, ssh="ssh", control_path=str(tmp_path / "m"), host="gamer",
+    locks.release_master(fd, ssh="ssh", control_path=str(tmp_path / "m"), host="gamer",
                               create_lock=str(tmp_path / "m.lock"),
                               users_lock=str(tmp_path / "m.users"))
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from labhop import doctor, gpus, remote
+from labhop import gpus, model
+from labhop.commands import doctor, doctor_checks
 from labhop.errors import ExitStatus, HostUnknownError
-from labhop.ssh import parse_ssh_g
+from labhop.remote import compose, gpu_query, protocol, scripts
+from labhop.ssh.target import parse_ssh_g
 from tests.labhop_cli import run_labhop
 from tests.unit.test_remote_scripts import fake_venv
 
@@ -23,20 +25,20 @@ from tests.unit.test_remote_scripts import fake_venv
 # Pure checks
 
 
-def output(**fields: str | list[str]) -> remote.ScriptOutput:
+def output(**fields: str | list[str]) -> protocol.ScriptOutput:
     """A check script's output with these fields (lists for the repeated keys)."""
     single = {key: value for key, value in fields.items() if isinstance(value, str)}
-    multi: dict[str, list[str]] = {key: [] for key in remote.DOCTOR_CHECK_KEYS.lists}
+    multi: dict[str, list[str]] = {key: [] for key in protocol.DOCTOR_CHECK_KEYS.lists}
     multi.update({key: value for key, value in fields.items() if isinstance(value, list)})
-    return remote.ScriptOutput(fields=single, multi=multi)
+    return protocol.ScriptOutput(fields=single, multi=multi)
 
 
 def test_error_lines_split_into_what_happened_and_what_to_do() -> None:
-    assert doctor.split_advice("no virtualenv at /x (bin/activate is missing); create it "
+    assert doctor_checks.split_advice("no virtualenv at /x (bin/activate is missing); create it "
                                "with python3 -m venv /x") == (
         "no virtualenv at /x (bin/activate is missing)", "create it with python3 -m venv /x")
-    assert doctor.split_advice("no advice here") == ("no advice here", "")
-    check = doctor.from_error("login", HostUnknownError(
+    assert doctor_checks.split_advice("no advice here") == ("no advice here", "")
+    check = doctor_checks.from_error("login", HostUnknownError(
         "unknown host 'x': it is neither a Host in your ssh config nor a name DNS knows; "
         "check the spelling or add a Host entry to ~/.ssh/config"))
     assert (check.ok, check.status) == (False, ExitStatus.HOST_UNKNOWN)
@@ -44,10 +46,10 @@ def test_error_lines_split_into_what_happened_and_what_to_do() -> None:
 
 
 def test_a_missing_ssh_client_is_status_9_and_says_how_to_install_it() -> None:
-    check = doctor.ssh_client_check(None, "")
+    check = doctor_checks.ssh_client_check(None, "")
     assert (check.ok, check.status) == (False, ExitStatus.SSH_MISSING)
     assert "apt install openssh-client" in check.fix
-    found = doctor.ssh_client_check("/usr/bin/ssh", "OpenSSH_9.2p1 Debian-2+deb12u3")
+    found = doctor_checks.ssh_client_check("/usr/bin/ssh", "OpenSSH_9.2p1 Debian-2+deb12u3")
     assert found.ok and found.detail == "OpenSSH_9.2p1 Debian-2+deb12u3 (/usr/bin/ssh)"
 
 
@@ -71,7 +73,7 @@ def test_the_config_line_says_where_ssh_goes_and_which_master_is_used(
     resolved = parse_ssh_g(text)
     values = {"multiplex": True, "user_master": False, "labhop_master": False, **kwargs}
     user_path = resolved.settings.get("controlpath", "")
-    check = doctor.config_check(resolved, user_path=user_path, **values)
+    check = doctor_checks.config_check(resolved, user_path=user_path, **values)
     assert check.ok and check.detail == expected
 
 
@@ -83,46 +85,47 @@ def test_the_config_line_says_where_ssh_goes_and_which_master_is_used(
     ("", "$SHELL is not set, so no login files are read (plain /bin/sh)"),
 ])
 def test_the_login_route_is_the_bootstraps(shell: str, expected: str) -> None:
-    assert doctor.login_route(shell) == expected
+    assert doctor_checks.login_route(shell) == expected
     # The same list of shells as the bootstrap that really runs the scripts.
-    assert f" {'|'.join(remote.LOGIN_SHELLS)}) exec " in remote.REMOTE_LOGIN_BOOTSTRAP
+    assert f" {'|'.join(compose.LOGIN_SHELLS)}) exec " in compose.REMOTE_LOGIN_BOOTSTRAP
 
 
 def test_the_shell_line_shows_the_login_path() -> None:
-    check = doctor.shell_check(output(**{"shell": "/bin/bash", "path": "/opt/x/bin:/usr/bin"}))
+    check = doctor_checks.shell_check(
+        output(**{"shell": "/bin/bash", "path": "/opt/x/bin:/usr/bin"}))
     assert check.detail == "/bin/bash, run as a login shell (bash -l); PATH=/opt/x/bin:/usr/bin"
 
 
-VENV = remote.EnvSpec("venv", "~/nope")
+VENV = model.EnvSpec("venv", "~/nope")
 
 
 def test_no_env_is_the_login_path_and_a_missing_one_is_status_20_with_its_fix() -> None:
-    assert doctor.env_check(None, None, "").detail == "login PATH (no --env)"
-    missing = doctor.env_check(VENV, (90, "no virtualenv at /h/nope on box (bin/activate is "
+    assert doctor_checks.env_check(None, None, "").detail == "login PATH (no --env)"
+    missing = doctor_checks.env_check(VENV, (90, "no virtualenv at /h/nope on box (bin/activate is "
                                           "missing); create it with python3 -m venv /h/nope"),
                                "")
     assert (missing.ok, missing.status) == (False, ExitStatus.ENV_NOT_FOUND)
     assert missing.detail == "no virtualenv at /h/nope on box (bin/activate is missing)"
     assert missing.fix == "create it with python3 -m venv /h/nope"
     # Jupyter missing (91) is not the environment's failure.
-    assert doctor.env_check(VENV, (91, "jupyter-lab not found"), "").ok is True
-    activated = doctor.env_check(VENV, None, "/h/nope")
+    assert doctor_checks.env_check(VENV, (91, "jupyter-lab not found"), "").ok is True
+    activated = doctor_checks.env_check(VENV, None, "/h/nope")
     assert activated.detail == "venv:~/nope activates (prefix /h/nope)"
 
 
 def test_jupyter_line_shows_each_version_and_a_missing_jupyter_is_status_21() -> None:
-    versions = doctor.parse_versions(["jupyter_server 2.21.1", "jupyterlab 4.6.6", "notebook",
-                                      "noise line"])
+    versions = doctor_checks.parse_versions(
+        ["jupyter_server 2.21.1", "jupyterlab 4.6.6", "notebook", "noise line"])
     assert versions == {"jupyter_server": "2.21.1", "jupyterlab": "4.6.6", "notebook": ""}
-    found = doctor.jupyter_check("lab", None, "/e/bin/jupyter-lab", versions)
+    found = doctor_checks.jupyter_check("lab", None, "/e/bin/jupyter-lab", versions)
     assert found.detail == ("/e/bin/jupyter-lab: jupyter_server 2.21.1, jupyterlab 4.6.6, "
                             "notebook not installed")
-    missing = doctor.jupyter_check("lab", (91, "jupyter-lab not found in venv:~/e on box; "
+    missing = doctor_checks.jupyter_check("lab", (91, "jupyter-lab not found in venv:~/e on box; "
                                               "install it there (pip install jupyterlab) or "
                                               "pick another --env/--app"), "", {})
     assert (missing.ok, missing.status) == (False, ExitStatus.JUPYTER_NOT_FOUND)
     assert missing.fix == "install it there (pip install jupyterlab) or pick another --env/--app"
-    assert doctor.jupyter_check("lab", (90, "no env"), "", {}).ok is None
+    assert doctor_checks.jupyter_check("lab", (90, "no env"), "", {}).ok is None
 
 
 JS = {"jupyter_server": "2.21.1"}
@@ -143,7 +146,7 @@ JS = {"jupyter_server": "2.21.1"}
 ])
 def test_socket_serving_needs_jupyter_server_1_9_and_sshd_forwarding(
         kwargs: dict[str, object], ok: bool | None, start: str) -> None:
-    check = doctor.socket_check(**kwargs)  # type: ignore[arg-type]
+    check = doctor_checks.socket_check(**kwargs)  # type: ignore[arg-type]
     assert check.ok is ok
     assert check.detail.startswith(start)
     if ok is False:
@@ -152,24 +155,24 @@ def test_socket_serving_needs_jupyter_server_1_9_and_sshd_forwarding(
 
 
 def test_setsid_and_the_state_directory() -> None:
-    assert doctor.setsid_check("/usr/bin/setsid").ok
-    missing = doctor.setsid_check("")
+    assert doctor_checks.setsid_check("/usr/bin/setsid").ok
+    missing = doctor_checks.setsid_check("")
     assert missing.ok is False and "util-linux" in missing.fix
-    fresh = doctor.state_check(output(state="/h/.local/state/labhop/servers", state_ok="1",
+    fresh = doctor_checks.state_check(output(state="/h/.local/state/labhop/servers", state_ok="1",
                                       state_existed="0"))
     assert fresh.detail == "/h/.local/state/labhop/servers is writable (created at the first start)"
-    refused = doctor.state_check(output(state="/h/s", state_ok="0",
+    refused = doctor_checks.state_check(output(state="/h/s", state_ok="0",
                                         state_error="mkdir: Permission denied"))
     assert (refused.ok, refused.detail) == (False, "/h/s: mkdir: Permission denied")
     assert "XDG_STATE_HOME" in refused.fix
 
 
 def test_gpus_line_names_them_and_no_nvidia_smi_is_status_28() -> None:
-    report = gpus.parse_report("labhop:user=me\nlabhop:nvidia-smi=ok\n"
+    report = gpu_query.parse_report("labhop:user=me\nlabhop:nvidia-smi=ok\n"
                                "labhop:gpu=0, GPU-a, NVIDIA A100, 1, 81920, 0, 30\n"
                                "labhop:gpu=1, GPU-b, NVIDIA A100, 1, 81920, 0, 30\n")
-    assert doctor.gpu_check(report, "box").detail == "2 GPUs: 0-1 NVIDIA A100"
-    missing = doctor.gpu_check(gpus.GpuReport(smi="missing"), "box")
+    assert doctor_checks.gpu_check(report, "box").detail == "2 GPUs: 0-1 NVIDIA A100"
+    missing = doctor_checks.gpu_check(gpus.GpuReport(smi="missing"), "box")
     assert (missing.ok, missing.status) == (False, ExitStatus.NO_GPUS)
     assert missing.detail.startswith("box has no nvidia-smi")
     assert "NVIDIA driver" in missing.fix
@@ -185,7 +188,7 @@ def test_gpus_line_names_them_and_no_nvidia_smi_is_status_28() -> None:
 ])
 def test_the_partition_comes_from_the_sbatch_options(args: tuple[str, ...],
                                                      expected: tuple[str, ...]) -> None:
-    assert doctor.partitions_of(args) == expected
+    assert doctor_checks.partitions_of(args) == expected
 
 
 SLURM = {"command": ["sbatch /usr/bin/sbatch", "squeue /usr/bin/squeue",
@@ -206,7 +209,7 @@ SLURM = {"command": ["sbatch /usr/bin/sbatch", "squeue /usr/bin/squeue",
 ])
 def test_slurm_commands_and_partition(wanted: tuple[str, ...], changes: dict[str, object],
                                       ok: bool, detail: str) -> None:
-    check = doctor.slurm_check(output(**{**SLURM, **changes}), wanted)  # type: ignore[arg-type]
+    check = doctor_checks.slurm_check(output(**{**SLURM, **changes}), wanted)  # type: ignore[arg-type]
     assert check.ok is ok
     assert check.detail.startswith(detail), check.detail
     if not ok:
@@ -214,18 +217,19 @@ def test_slurm_commands_and_partition(wanted: tuple[str, ...], changes: dict[str
 
 
 def test_the_exit_status_is_the_first_failures_and_json_has_every_check() -> None:
-    report = doctor.Report("box", (
-        doctor.passed("ssh", "ok"),
-        doctor.skipped("jupyter", "not checked"),
-        doctor.failed("env", "no env", "make it", ExitStatus.ENV_NOT_FOUND),
-        doctor.failed("gpus", "no gpus", "add some", ExitStatus.NO_GPUS),
+    report = doctor_checks.Report("box", (
+        doctor_checks.passed("ssh", "ok"),
+        doctor_checks.skipped("jupyter", "not checked"),
+        doctor_checks.failed("env", "no env", "make it", ExitStatus.ENV_NOT_FOUND),
+        doctor_checks.failed("gpus", "no gpus", "add some", ExitStatus.NO_GPUS),
     ))
     assert (report.ok, report.exit_status) == (False, ExitStatus.ENV_NOT_FOUND)
     data = json.loads(json.dumps(report.as_json()))
     assert data["exit"] == 20 and data["ok"] is False and data["host"] == "box"
     assert data["checks"][1] == {"name": "jupyter", "ok": None, "detail": "not checked",
                                  "fix": ""}
-    clean = doctor.Report("box", (doctor.passed("ssh", "ok"), doctor.skipped("slurm", "no")))
+    clean = doctor_checks.Report("box", (doctor_checks.passed("ssh", "ok"),
+                                         doctor_checks.skipped("slurm", "no")))
     assert (clean.ok, clean.exit_status) == (True, ExitStatus.OK)
 
 
@@ -251,23 +255,24 @@ def run_root() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
-def local_sh(script: str, home: Path, run_root: Path, path: str) -> subprocess.Popen[str]:
-    script = script.replace("\nrun_root=/tmp\n", f"\nrun_root={run_root}\n")
+def local_sh(script: compose.Script, home: Path, run_root: Path, path: str
+             ) -> subprocess.Popen[str]:
+    text = script.text.replace("\nrun_root=/tmp\n", f"\nrun_root={run_root}\n")
     child = subprocess.Popen(["sh", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, cwd=home,
                              env={"HOME": str(home), "PATH": path, "SHELL": "/bin/bash"})
     assert child.stdin is not None
-    child.stdin.write(script)
+    child.stdin.write(text)
     child.stdin.flush()
     return child
 
 
-def run_check(home: Path, run_root: Path, path: str, **kwargs: object) -> remote.ScriptOutput:
-    child = local_sh(remote.doctor_script("check", **kwargs), home, run_root,  # type: ignore[arg-type]
+def run_check(home: Path, run_root: Path, path: str, **kwargs: object) -> protocol.ScriptOutput:
+    child = local_sh(scripts.doctor_script("check", **kwargs), home, run_root,  # type: ignore[arg-type]
                      path)
     stdout, stderr = child.communicate(timeout=60)
     assert child.returncode == 0, stderr
-    return remote.parse_output(stdout, remote.DOCTOR_CHECK_KEYS)
+    return protocol.parse_output(stdout, protocol.DOCTOR_CHECK_KEYS)
 
 
 def fake_commands(bin_dir: Path, **scripts: str) -> None:
@@ -290,7 +295,7 @@ def test_the_check_step_reports_and_leaves_nothing_behind(tmp_path: Path,
     fake_commands(bin_dir, sbatch="exit 0", squeue="exit 0", scancel="exit 0",
                   sinfo='printf "debug* up\\ngpu up\\n"', setsid="exit 0")
     found = run_check(tmp_path, run_root, f"{bin_dir}:/usr/bin:/bin",
-                      env=remote.EnvSpec("venv", "~/env"), slurm=True)
+                      env=model.EnvSpec("venv", "~/env"), slurm=True)
     assert found.get("shell") == "/bin/bash"
     assert found.get("path") == f"{bin_dir}:/usr/bin:/bin"
     assert found.get("setsid") == str(bin_dir / "setsid")
@@ -299,7 +304,7 @@ def test_the_check_step_reports_and_leaves_nothing_behind(tmp_path: Path,
     assert found.multi["version"] == ["jupyter_server 2.21.1", "jupyterlab 4.6.6", "notebook"]
     assert (found.get("state_ok"), found.get("state_existed")) == ("1", "0")
     assert found.multi["sinfo"] == ["debug* up", "gpu up"]
-    assert doctor.slurm_check(found, ("gpu",)).ok
+    assert doctor_checks.slurm_check(found, ("gpu",)).ok
     # Created nothing that stays: no state directory, no scratch directory.
     assert not (tmp_path / ".local").exists()
     assert list(run_root.iterdir()) == []
@@ -307,14 +312,15 @@ def test_the_check_step_reports_and_leaves_nothing_behind(tmp_path: Path,
 
 def test_a_missing_env_fails_only_its_checks(tmp_path: Path, run_root: Path) -> None:
     (tmp_path / ".local/state/labhop/servers").mkdir(parents=True)
-    found = run_check(tmp_path, run_root, "/usr/bin:/bin", env=remote.EnvSpec("venv", "~/nope"))
+    found = run_check(tmp_path, run_root, "/usr/bin:/bin", env=model.EnvSpec("venv", "~/nope"))
     assert found.get("exit") == "90"
     assert "no virtualenv at" in found.get("error")
     # The checks after the environment's still ran, and the existing state dir stays.
     assert (found.get("state_ok"), found.get("state_existed")) == ("1", "1")
     assert list((tmp_path / ".local/state/labhop/servers").iterdir()) == []
-    assert doctor.env_check(remote.EnvSpec("venv", "~/nope"), doctor.script_error(found),
-                            "").status == ExitStatus.ENV_NOT_FOUND
+    assert doctor_checks.env_check(model.EnvSpec("venv", "~/nope"),
+                                   doctor_checks.script_error(found),
+                                   "").status == ExitStatus.ENV_NOT_FOUND
 
 
 def test_an_unusable_state_directory_is_reported(tmp_path: Path, run_root: Path) -> None:
@@ -332,12 +338,12 @@ def test_the_listener_answers_until_its_stdin_ends_and_removes_its_directory(
         tmp_path: Path, run_root: Path) -> None:
     import socket  # noqa: PLC0415
 
-    listener = local_sh(remote.doctor_script("listen", python=sys.executable), tmp_path,
+    listener = local_sh(scripts.doctor_script("listen", python=sys.executable), tmp_path,
                         run_root, "/usr/bin:/bin")
     try:
         assert listener.stdout is not None
         lines = [listener.stdout.readline().rstrip("\n") for _ in range(2)]
-        fields = remote.parse_output("\n".join(lines), remote.DOCTOR_LISTEN_KEYS)
+        fields = protocol.parse_output("\n".join(lines), protocol.DOCTOR_LISTEN_KEYS)
         assert fields.get("listening") == "1"
         sock = Path(fields.get("sock"))
         assert sock.parent.parent == run_root

@@ -17,12 +17,15 @@ from typing import Any
 
 import pytest
 
-from labhop import cli, proc
+from labhop.cli.main import main
 from labhop.errors import ExitStatus, LocalPortError
-from labhop.local import preferred_port
-from labhop.options import Forward
-from labhop.ssh import DirectTransport, Target, forward_spec, parse_ssh_g, taken_local_port
-from labhop.tunnel import LocalTunnel, check_requested_ports, forward_line, local_ends
+from labhop.model import Forward
+from labhop.session.tunnel import LocalTunnel, check_requested_ports, forward_line, local_ends
+from labhop.ssh import proc
+from labhop.ssh.failures import taken_local_port
+from labhop.ssh.ports import preferred_port
+from labhop.ssh.target import Target, parse_ssh_g
+from labhop.ssh.transport import DirectTransport, forward_spec
 
 HOST = "nosuchhost.invalid"
 
@@ -190,7 +193,7 @@ def test_a_taken_port_asked_for_ends_the_run_before_any_ssh(
     for name in ("run", "run_interactive", "spawn", "start_inheriting", "spawn_guarded"):
         monkeypatch.setattr(proc, name, refuse)
     with pytest.raises(SystemExit) as caught:
-        cli.main([*command, "--no-browser", option[0], option[1].format(busy=busy)])
+        main([*command, "--no-browser", option[0], option[1].format(busy=busy)])
     assert caught.value.code == ExitStatus.LOCAL_PORT
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1, lines

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from labhop import gpus, remote
-from labhop.backends import entry_kinds
+from labhop import gpus, model
+from labhop.backends.base import entry_kinds
 from labhop.errors import ConfigError, NoGpusError, RemoteError
 from labhop.gpus import Gpu, GpuProcess, GpuReport
+from labhop.remote import gpu_query, jupyter, protocol, scripts
 from tests import fake_nvidia_smi
 from tests.fake_nvidia_smi import recording
 
@@ -249,11 +250,11 @@ def test_json_nests_processes_under_their_gpu() -> None:
 # -- the query script, run by the local sh -----------------------------------------------
 def run_query(home: Path, path: str) -> GpuReport:
     result = subprocess.run(
-        ["sh", "-s"], input=gpus.query_script(), text=True, capture_output=True,
+        ["sh", "-s"], input=gpu_query.query_script().text, text=True, capture_output=True,
         env={"HOME": str(home), "PATH": path}, cwd=home, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return gpus.parse_report(result.stdout)
+    return gpu_query.parse_report(result.stdout)
 
 
 @pytest.fixture
@@ -329,16 +330,16 @@ def test_launch_exports_cuda_visible_devices_only_when_chosen(
     stub.write_text('#!/bin/sh\necho "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES-}'
                     ' CUDA_DEVICE_ORDER=${CUDA_DEVICE_ORDER-}" > "$HOME/seen"\nexec sleep 30\n')
     stub.chmod(0o755)
-    request = remote.LaunchRequest(name="proj", server_id="0123456789abcdef", token="f" * 48,
-                                   env=remote.EnvSpec("venv", "~/env"),
+    request = jupyter.LaunchRequest(name="proj", server_id="0123456789abcdef", token="f" * 48,
+                                   env=model.EnvSpec("venv", "~/env"),
                                    cuda_visible_devices=value)
     env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     if inherited:
         env["CUDA_VISIBLE_DEVICES"] = inherited
-    script = remote.launch_script(request, kinds=entry_kinds())
-    result = subprocess.run(["sh", "-s"], input=script, text=True,
+    script = scripts.launch_script(request, kinds=entry_kinds())
+    result = subprocess.run(["sh", "-s"], input=script.text, text=True,
                             capture_output=True, env=env, cwd=tmp_path, timeout=30, check=False)
-    pid = remote.parse_output(result.stdout, remote.LAUNCH_KEYS).get("pid")
+    pid = protocol.parse_output(result.stdout, protocol.LAUNCH_KEYS).get("pid")
     try:
         assert result.returncode == 0, result.stdout + result.stderr
         deadline = time.monotonic() + 10
@@ -362,9 +363,9 @@ def test_a_process_name_with_line_breaks_comes_back_whole() -> None:
 
 def test_a_report_with_a_repeated_field_is_refused() -> None:
     with pytest.raises(RemoteError, match="GPU query script printed 'user' twice"):
-        gpus.parse_report("labhop:user=me\nlabhop:nvidia-smi=ok\nlabhop:user=evil\n")
+        gpu_query.parse_report("labhop:user=me\nlabhop:nvidia-smi=ok\nlabhop:user=evil\n")
     with pytest.raises(RemoteError, match="the key 'endpoint', which it never prints"):
-        gpus.parse_report("labhop:user=me\nlabhop:endpoint=tcp:127.0.0.1:1\n")
+        gpu_query.parse_report("labhop:user=me\nlabhop:endpoint=tcp:127.0.0.1:1\n")
 
 
 def test_a_server_name_is_kept_exactly() -> None:
@@ -372,5 +373,5 @@ def test_a_server_name_is_kept_exactly() -> None:
             f"labhop:gpu=0, {RTX1}, NVIDIA GeForce RTX 4090, 1, 24564, 0, 30\n"
             f"labhop:app={RTX1}, 42, python, 512\nlabhop:owner=42 me\n"
             "labhop:sid=42 0123456789abcdef\nlabhop:server=0123456789abcdef  odd%0Aname \n")
-    [process] = gpus.parse_report(text).processes
+    [process] = gpu_query.parse_report(text).processes
     assert (process.user, process.server) == ("me", " odd\nname ")

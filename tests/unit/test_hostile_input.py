@@ -21,15 +21,25 @@ from pathlib import Path
 
 import pytest
 
-from labhop import gpus, remote
-from labhop.backends import script_failure
-from labhop.errors import LabhopError
-from labhop.session import validate_name
+from labhop import gpus, model
+from labhop.backends.base import script_failure
+from labhop.config import options, profiles
+from labhop.config.options import Given
+from labhop.errors import CommandLineError, LabhopError
+from labhop.remote import gpu_query, protocol, scripts
 from tests import fake_nvidia_smi
 from tests.unit.test_remote_scripts import KINDS, alive, launch_script, list_script, request, run_sh
 
 SERVER_ID = "0123456789abcdef"
 GPU_UUID = "GPU-0fd630f1-f29d-4da9-953f-48f1a09f76b5"
+
+
+def checked_name(name: str) -> str:
+    """A server name as `--name` takes it: checked by the one rule (config.options)."""
+    if not name:
+        raise CommandLineError("bad --name '': it names a directory on the remote")
+    return options.resolve("gamer", {"name": Given(name, "--name")},
+                           config=profiles.Profiles(Path("/nonexistent"))).name
 
 
 def payloads(mark: Path) -> dict[str, str]:
@@ -153,7 +163,7 @@ def failure(result: subprocess.CompletedProcess[str]) -> str:
     """The script's `labhop:error=` message; no other field may be forged beside it."""
     assert not any(line.startswith("labhop:") and not line.startswith(
         ("labhop:error=", "labhop:exit=")) for line in result.stdout.split("\n"))
-    return remote.parse_failure(result.stdout).get("error")
+    return protocol.parse_failure(result.stdout).get("error")
 
 
 # -- what a launch takes: --dir, a server name, jupyter args, the record, --gpus, a client --
@@ -161,7 +171,7 @@ def failure(result: subprocess.CompletedProcess[str]) -> str:
 def test_a_launch_uses_every_value_literally(home: Path, mark: Path, case: str) -> None:
     value = payloads(mark)[case]
     try:
-        name = validate_name(value) if len(value) < 200 else "proj"
+        name = checked_name(value) if len(value) < 200 else "proj"
     except LabhopError:
         name = "proj"  # refused, cleanly (see test_server_names_are_checked_first)
     root = home / as_path(value)
@@ -171,12 +181,12 @@ def test_a_launch_uses_every_value_literally(home: Path, mark: Path, case: str) 
     record = {"name": value, "root_dir": value}
     server_id = unique_id()
     launch = launch_script(request(
-        name=name, server_id=server_id, env=remote.EnvSpec("venv", "~/env"),
+        name=name, server_id=server_id, env=model.EnvSpec("venv", "~/env"),
         root_dir=str(root), local_home=value, jupyter_args=args, record=record,
         cuda_visible_devices=f"MIG-{value}"))
     result = run_sh(launch, home)
     assert result.returncode == 0, result.stdout + result.stderr
-    started = remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
+    started = protocol.parse_output(result.stdout, protocol.LAUNCH_KEYS)
     sock = f"/tmp/labhop-{os.getuid()}/{server_id}.sock"  # noqa: S108 -- the usual run dir
     assert started.get("endpoint") == f"unix:{sock}"
 
@@ -190,7 +200,7 @@ def test_a_launch_uses_every_value_literally(home: Path, mark: Path, case: str) 
                              env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
     home_children[home].append(owner)
     assert owner.stdin is not None
-    owner.stdin.write(remote.owner_script(name, value))
+    owner.stdin.write(scripts.owner_script(name, value).text)
     owner.stdin.flush()
     client_file = state_of(home, name) / "owner-client"
     for _ in range(100):
@@ -198,7 +208,7 @@ def test_a_launch_uses_every_value_literally(home: Path, mark: Path, case: str) 
             break
         time.sleep(0.05)
 
-    [entry], cleaned = remote.parse_entries(
+    [entry], cleaned = protocol.parse_entries(
         run_sh(list_script(with_token=True, with_kernels=False), home).stdout)
     assert cleaned == []
     assert entry.name == name
@@ -210,8 +220,8 @@ def test_a_launch_uses_every_value_literally(home: Path, mark: Path, case: str) 
     owner.stdin.close()
     owner.wait(timeout=10)
 
-    stopped = run_sh(remote.stop_script(name, grace_s=0), home)
-    assert remote.parse_output(stopped.stdout, remote.STOP_KEYS).get("stopped") == "1"
+    stopped = run_sh(scripts.stop_script(name, grace_s=0), home)
+    assert protocol.parse_output(stopped.stdout, protocol.STOP_KEYS).get("stopped") == "1"
     assert not state_of(home, name).exists()
 
 
@@ -221,12 +231,12 @@ def test_the_reported_forged_endpoint_is_never_believed(home: Path) -> None:
     root.mkdir()
     recording_venv(home / "env")
     launch = launch_script(request(server_id=unique_id(),
-                                   env=remote.EnvSpec("venv", "~/env"),
+                                   env=model.EnvSpec("venv", "~/env"),
                                    root_dir=str(root)))
     assert run_sh(launch, home).returncode == 0
     listed = run_sh(list_script(), home).stdout
     assert not [line for line in listed.split("\n") if line.startswith("labhop:endpoint=tcp:")]
-    [entry], _ = remote.parse_entries(listed)
+    [entry], _ = protocol.parse_entries(listed)
     assert entry.endpoint.startswith("unix:/tmp/")
     assert entry.root == str(root)
 
@@ -238,20 +248,20 @@ def test_a_path_to_open_is_looked_up_literally(home: Path, mark: Path, case: str
     value = payloads(mark)[case]
     recording_venv(home / "env")
     root = home / "root"
-    missing = launch_script(request(server_id=unique_id(), env=remote.EnvSpec("venv", "~/env"),
+    missing = launch_script(request(server_id=unique_id(), env=model.EnvSpec("venv", "~/env"),
                                     root_dir=str(root), open_path=value))
     root.mkdir()
     result = run_sh(missing, home)
-    assert result.returncode == remote.Exit.ROOT_DIR_MISSING, result.stdout + result.stderr
-    assert value in remote.parse_failure(result.stdout).get("error")
+    assert result.returncode == protocol.Exit.ROOT_DIR_MISSING, result.stdout + result.stderr
+    assert value in protocol.parse_failure(result.stdout).get("error")
     assert not (home / "argv").exists()  # Jupyter never ran
     assert not mark.exists()
     if "/" in value.rstrip("/") or len(value) > 255 or value in (".", ".."):
         return  # not one file name: the normalisation and the check above cover it
     (root / value).write_text("{}")
-    there = launch_script(request(server_id=unique_id(), env=remote.EnvSpec("venv", "~/env"),
+    there = launch_script(request(server_id=unique_id(), env=model.EnvSpec("venv", "~/env"),
                                   root_dir=str(root), open_path=value))
-    found = remote.parse_output(run_sh(there, home).stdout, remote.LAUNCH_KEYS)
+    found = protocol.parse_output(run_sh(there, home).stdout, protocol.LAUNCH_KEYS)
     assert (found.get("open_path"), found.get("open_kind")) == (value, "file")
     assert not mark.exists()
 
@@ -261,10 +271,10 @@ def test_server_names_are_checked_first(mark: Path, case: str) -> None:
     value = payloads(mark)[case]
     allowed = all(c.isalnum() or c in "-_." for c in value) and not value.startswith(".")
     if allowed:
-        assert validate_name(value) == value
+        assert checked_name(value) == value
     else:
-        with pytest.raises(LabhopError, match="bad server name"):
-            validate_name(value)
+        with pytest.raises(LabhopError, match="bad --name"):
+            checked_name(value)
 
 
 @pytest.mark.parametrize("case", NAMES)
@@ -273,16 +283,16 @@ def test_a_missing_dir_is_named_literally_in_the_error(home: Path, mark: Path,
     missing = home / as_path(payloads(mark)[case])
     recording_venv(home / "env")
     result = run_sh(launch_script(request(server_id=unique_id(),
-                                          env=remote.EnvSpec("venv", "~/env"),
+                                          env=model.EnvSpec("venv", "~/env"),
                                           root_dir=str(missing))), home)
-    assert result.returncode == remote.Exit.ROOT_DIR_MISSING
+    assert result.returncode == protocol.Exit.ROOT_DIR_MISSING
     assert f"server root {missing} does not exist on " in failure(result)
 
 
 # -- --env, every kind ------------------------------------------------------------------------
-def env_spec(kind: str, value: str) -> remote.EnvSpec:
+def env_spec(kind: str, value: str) -> model.EnvSpec:
     """`--env KIND:VALUE` as the command line parses it (it strips the value)."""
-    return remote.parse_env_spec(f"{kind}:{value}")
+    return model.parse_env_spec(f"{kind}:{value}")
 
 
 @pytest.mark.parametrize("case", NAMES)
@@ -293,19 +303,19 @@ def test_a_venv_path_is_used_literally(home: Path, mark: Path, case: str) -> Non
     if ":" in spec.value:
         # Its bin cannot go on $PATH (`:` separates PATH's entries), so there is no
         # jupyter-lab in it: refused, naming the venv as given.
-        assert result.returncode == remote.Exit.JUPYTER_NOT_FOUND
+        assert result.returncode == protocol.Exit.JUPYTER_NOT_FOUND
         assert f"jupyter-lab not found in venv:{spec.value} on " in failure(result)
         return
     assert result.returncode == 0, result.stdout + result.stderr
     assert recorded(home / "argv")[0] == f"{spec.value}/bin/jupyter-lab"
-    remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
+    protocol.parse_output(result.stdout, protocol.LAUNCH_KEYS)
 
 
 @pytest.mark.parametrize("case", NAMES)
 def test_a_missing_venv_is_named_literally(home: Path, mark: Path, case: str) -> None:
     spec = env_spec("venv", str(home / as_path(payloads(mark)[case])))
     result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
-    assert result.returncode == remote.Exit.ENV_NOT_FOUND
+    assert result.returncode == protocol.Exit.ENV_NOT_FOUND
     assert failure(result).startswith(f"no virtualenv at {spec.value} on ")
 
 
@@ -333,7 +343,7 @@ def test_a_conda_env_name_is_passed_literally(home: Path, mark: Path, case: str,
     result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
     assert result.returncode == 0, result.stdout + result.stderr
     assert recorded(home / "conda-args") == ["activate", spec.value]
-    remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
+    protocol.parse_output(result.stdout, protocol.LAUNCH_KEYS)
 
 
 @pytest.mark.parametrize("case", NAMES)
@@ -341,7 +351,7 @@ def test_a_missing_conda_env_is_named_literally(home: Path, mark: Path, case: st
     spec = env_spec("conda", payloads(mark)[case])
     fake_conda(home, works=False)
     result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
-    assert result.returncode == remote.Exit.ENV_NOT_FOUND
+    assert result.returncode == protocol.Exit.ENV_NOT_FOUND
     assert f"conda environment '{spec.value}' not found on " in failure(result)
 
 
@@ -379,7 +389,7 @@ def test_module_names_are_passed_literally(home: Path, mark: Path, case: str) ->
     result = run_sh(script, home, path_prefix=str(bin_dir))
     assert recorded(home / "module-args") == ["load", *spec.value.split(",")]
     # The stand-in loads nothing, so Jupyter is missing: said with the names as given.
-    assert result.returncode == remote.Exit.JUPYTER_NOT_FOUND
+    assert result.returncode == protocol.Exit.JUPYTER_NOT_FOUND
     assert f"jupyter-lab not found in module:{spec.value} on " in failure(result)
 
 
@@ -392,7 +402,7 @@ def test_a_cmd_env_cannot_print_protocol_lines(home: Path) -> None:
                            f". {activate}")
     result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
     assert result.returncode == 0, result.stdout + result.stderr
-    started = remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
+    started = protocol.parse_output(result.stdout, protocol.LAUNCH_KEYS)
     assert started.get("endpoint").startswith("unix:")
     assert started.get("pid") != "1"
 
@@ -403,10 +413,10 @@ def test_a_failing_cmd_env_is_reported_literally(home: Path, mark: Path, case: s
     (home / "said").write_text(value)
     spec = env_spec("cmd", "cat \"$HOME/said\" >&2; false")
     result = run_sh(launch_script(request(server_id=unique_id(), env=spec)), home)
-    assert result.returncode == remote.Exit.ENV_NOT_FOUND
+    assert result.returncode == protocol.Exit.ENV_NOT_FOUND
     # The last line it wrote to stderr, as `tail -n 1 | tr -d '\r'` takes it.
     last = (value if not value.endswith("\n") else value[:-1]).split("\n")[-1]
-    assert failure(result).endswith(f"failed on {remote.HOST_PLACEHOLDER}: "
+    assert failure(result).endswith(f"failed on {protocol.HOST_PLACEHOLDER}: "
                                     f"{last.replace(chr(13), '')}")
     # As the user reads it: on the host as typed, the command's own words unchanged.
     error = script_failure(result.stdout, result.stderr, result.returncode, "starting Jupyter",
@@ -434,11 +444,11 @@ def test_sbatch_options_are_passed_literally(home: Path, mark: Path, case: str) 
     value = payloads(mark)[case]
     fake_sbatch(home / "bin")
     options = (value, f"--comment={value}")
-    script = remote.slurm_submit_script(request(transport="tcp", record={"x": value}),
+    script = scripts.slurm_submit_script(request(transport="tcp", record={"x": value}),
                                         options, kinds=KINDS)
     result = run_sh(script, home, path_prefix=str(home / "bin"))
     assert result.returncode == 0, result.stdout + result.stderr
-    submitted = remote.parse_output(result.stdout, remote.SUBMIT_KEYS)
+    submitted = protocol.parse_output(result.stdout, protocol.SUBMIT_KEYS)
     assert (submitted.get("existing"), submitted.get("jobid")) == ("0", "42")
     state = state_of(home, "proj")
     assert recorded(home / "sbatch-args") == [
@@ -452,9 +462,9 @@ def test_sbatch_refusals_are_reported_literally(home: Path, mark: Path, case: st
     value = payloads(mark)[case]
     fake_sbatch(home / "bin", refuse=f"sbatch: error: {value}\nsbatch: error: Batch job "
                                      "submission failed\n")
-    script = remote.slurm_submit_script(request(transport="tcp"), (), kinds=KINDS)
+    script = scripts.slurm_submit_script(request(transport="tcp"), (), kinds=KINDS)
     result = run_sh(script, home, path_prefix=str(home / "bin"))
-    assert result.returncode == remote.Exit.SLURM_REFUSED
+    assert result.returncode == protocol.Exit.SLURM_REFUSED
     first = value.split("\n")[0]
     assert failure(result) == f"Slurm refused the job: {first}"
 
@@ -471,15 +481,15 @@ def test_log_lines_are_shown_raw_and_never_read_as_fields(home: Path, mark: Path
     fake_server(home, "proj", {"endpoint": "unix:/nonexistent.sock\n", "log": text})
     expected = "\n".join(text.splitlines())
 
-    status = remote.parse_output(
-        run_sh(remote.status_script("proj", with_log=True, log_lines=10000), home).stdout,
-        remote.STATUS_KEYS)
+    status = protocol.parse_output(
+        run_sh(scripts.status_script("proj", with_log=True, log_lines=10000), home).stdout,
+        protocol.STATUS_KEYS)
     assert (status.get("known"), status.get("alive"), status.get("listening")) == (
         "1", "1", "0")
     assert status.log == expected
 
-    logs = remote.parse_output(run_sh(remote.logs_script("proj", lines=10000), home).stdout,
-                               remote.LOGS_KEYS)
+    logs = protocol.parse_output(run_sh(scripts.logs_script("proj", lines=10000), home).stdout,
+                               protocol.LOGS_KEYS)
     assert logs.get("known") == "" and logs.log == expected
 
 
@@ -494,15 +504,15 @@ def test_a_jobs_log_never_says_why_it_failed(home: Path, mark: Path) -> None:
     for tool in ("squeue", "scancel"):
         (home / "bin" / tool).write_text("#!/bin/sh\nexit 0\n")
         (home / "bin" / tool).chmod(0o755)
-    script = remote.slurm_status_script("proj", with_log=True, log_lines=10000)
-    fields = remote.parse_output(run_sh(script, home, str(home / "bin")).stdout,
-                                 remote.JOB_STATUS_KEYS)
+    script = scripts.slurm_status_script("proj", with_log=True, log_lines=10000)
+    fields = protocol.parse_output(run_sh(script, home, str(home / "bin")).stdout,
+                                 protocol.JOB_STATUS_KEYS)
     assert fields.get("job_error") == "" and fields.get("job") == ""
     assert fields.log == "\n".join(hostile_log(mark).splitlines())
 
     (state / "failure").write_text(f"90\n{payloads(mark)['forged-endpoint']}\n")
-    fields = remote.parse_output(run_sh(script, home, str(home / "bin")).stdout,
-                                 remote.JOB_STATUS_KEYS)
+    fields = protocol.parse_output(run_sh(script, home, str(home / "bin")).stdout,
+                                 protocol.JOB_STATUS_KEYS)
     assert fields.get("job_exit") == "90"
     assert fields.get("job_error") == payloads(mark)["forged-endpoint"]
 
@@ -511,10 +521,10 @@ def test_a_failing_job_records_why_for_the_login_node(home: Path, mark: Path) ->
     missing = home / as_path(payloads(mark)["forged-block"])
     state = state_of(home, "proj")
     state.mkdir(parents=True)
-    script = remote.slurm_job_script(request(server_id=unique_id(), transport="tcp",
-                                             env=remote.EnvSpec("venv", str(missing))))
+    script = scripts.slurm_job_script(request(server_id=unique_id(), transport="tcp",
+                                             env=model.EnvSpec("venv", str(missing))))
     result = run_sh(script, home)
-    assert result.returncode == remote.Exit.ENV_NOT_FOUND
+    assert result.returncode == protocol.Exit.ENV_NOT_FOUND
     code, message = (state / "failure").read_text().split("\n", 1)
     assert code == "90"
     assert message.startswith(f"no virtualenv at {missing} on ")
@@ -531,7 +541,7 @@ def test_ls_entries_hold_what_the_state_says_literally(home: Path, mark: Path,
                              "launch.json": json.dumps({"name": value}) + "\n"})
     fake_server(home, "zz-second", {"endpoint": "unix:/s.sock\n"})
     listed = run_sh(list_script(with_token=True, with_kernels=False), home)
-    entries, cleaned = remote.parse_entries(listed.stdout)
+    entries, cleaned = protocol.parse_entries(listed.stdout)
     assert cleaned == []
     assert sorted(entry.name for entry in entries) == sorted([name, "zz-second"])
     [entry] = [entry for entry in entries if entry.name == name]
@@ -551,18 +561,18 @@ def test_a_dead_server_with_a_hostile_name_is_cleaned_literally(home: Path,
     state.mkdir(parents=True)
     (state / "id").write_text(unique_id())
     (state / "pid").write_text("999999999\n")
-    entries, cleaned = remote.parse_entries(run_sh(list_script(), home).stdout)
+    entries, cleaned = protocol.parse_entries(run_sh(list_script(), home).stdout)
     assert (entries, cleaned) == ([], [name])
     assert not state.exists()
 
 
 # -- GPUs: nvidia-smi's process names and messages, and server names --------------------
 def query(home: Path) -> gpus.GpuReport:
-    result = subprocess.run(["sh", "-s"], input=gpus.query_script(), text=True,
+    result = subprocess.run(["sh", "-s"], input=gpu_query.query_script().text, text=True,
                             capture_output=True, cwd=home, timeout=60, check=False,
                             env={"HOME": str(home), "PATH": f"{home}/bin:/usr/bin:/bin"})
     assert result.returncode == 0, result.stdout + result.stderr
-    return gpus.parse_report(result.stdout)
+    return gpu_query.parse_report(result.stdout)
 
 
 def test_gpu_process_names_come_back_literally(home: Path, mark: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labhop.cli import main
+from labhop.cli.main import main
 from labhop.ui import JsonUI
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from labhop import opening, remote
-from labhop.cli import main
+from labhop import model, opening
+from labhop.cli.main import main
 from labhop.errors import CommandLineError, ExitStatus
+from labhop.remote import protocol, scripts
 from tests.unit.test_remote_scripts import KINDS, alive, fake_venv, launch_script, request, run_sh
 
 
@@ -102,13 +103,13 @@ def home(tmp_path: Path) -> Path:
 
 
 def launch(home: Path, path: str, root_dir: str = "~/proj", **values: object) -> tuple[
-        int, remote.ScriptOutput, str]:
-    script = launch_script(request(env=remote.EnvSpec("venv", "~/env"),
+        int, protocol.ScriptOutput, str]:
+    script = launch_script(request(env=model.EnvSpec("venv", "~/env"),
                                    root_dir=root_dir, open_path=path, **values))
     result = run_sh(script, home)
     if result.returncode != 0:
-        return result.returncode, remote.parse_failure(result.stdout), result.stdout
-    return 0, remote.parse_output(result.stdout, remote.LAUNCH_KEYS), result.stdout
+        return result.returncode, protocol.parse_failure(result.stdout), result.stdout
+    return 0, protocol.parse_output(result.stdout, protocol.LAUNCH_KEYS), result.stdout
 
 
 @pytest.mark.parametrize(("path", "root_dir", "where", "kind"), [
@@ -167,9 +168,9 @@ def test_without_a_path_nothing_is_said_about_one(home: Path) -> None:
 ])
 def test_a_missing_or_outside_path_starts_nothing_and_leaves_nothing(
         home: Path, path: str, message: str) -> None:
-    host = remote.HOST_PLACEHOLDER  # backends.script_failure names the host as typed
+    host = protocol.HOST_PLACEHOLDER  # backends.script_failure names the host as typed
     rc, failure, stdout = launch(home, path.format(home=home))
-    assert rc == remote.Exit.ROOT_DIR_MISSING, stdout
+    assert rc == protocol.Exit.ROOT_DIR_MISSING, stdout
     assert failure.get("error").startswith(message.format(home=home, host=host))
     assert not (home / "jupyter-ran").exists()
     assert not (home / ".local/state/labhop/servers/proj").exists()
@@ -177,7 +178,7 @@ def test_a_missing_or_outside_path_starts_nothing_and_leaves_nothing(
 
 def test_a_missing_root_is_still_reported_as_the_root(home: Path) -> None:
     rc, failure, _ = launch(home, "nb", root_dir="~/nowhere")
-    assert rc == remote.Exit.ROOT_DIR_MISSING
+    assert rc == protocol.Exit.ROOT_DIR_MISSING
     assert f"server root {home}/nowhere does not exist" in failure.get("error")
 
 
@@ -195,7 +196,7 @@ def test_a_running_server_finds_the_path_in_its_own_root(home: Path) -> None:
         assert again.get("existing") == "1"
         assert (again.get("open_path"), again.get("open_kind")) == ("nb/demo.ipynb", "file")
         rc, failure, _ = launch(home, "nb/missing", root_dir="~/elsewhere")
-        assert rc == remote.Exit.ROOT_DIR_MISSING
+        assert rc == protocol.Exit.ROOT_DIR_MISSING
         assert f"relative to the server root {home}/proj" in failure.get("error")
         assert alive(pid), "a PATH that is not there must not stop the running server"
     finally:
@@ -217,18 +218,18 @@ def fake_sbatch(home: Path) -> Path:
 
 def test_the_login_node_checks_the_path_before_it_submits(home: Path) -> None:
     bin_dir = str(fake_sbatch(home))
-    missing = remote.slurm_submit_script(
+    missing = scripts.slurm_submit_script(
         request(root_dir="~/proj", open_path="nb/missing.ipynb"), (), kinds=KINDS)
     result = run_sh(missing, home, bin_dir)
-    assert result.returncode == remote.Exit.ROOT_DIR_MISSING
-    assert "no such file or folder" in remote.parse_failure(result.stdout).get("error")
+    assert result.returncode == protocol.Exit.ROOT_DIR_MISSING
+    assert "no such file or folder" in protocol.parse_failure(result.stdout).get("error")
     assert not (home / "sbatch-ran").exists()
     assert not (home / ".local/state/labhop/servers/proj").exists()
 
-    found = remote.slurm_submit_script(request(root_dir="~/proj", open_path="nb/demo.ipynb"),
+    found = scripts.slurm_submit_script(request(root_dir="~/proj", open_path="nb/demo.ipynb"),
                                        (), kinds=KINDS)
     result = run_sh(found, home, bin_dir)
     assert result.returncode == 0, result.stdout + result.stderr
-    output = remote.parse_output(result.stdout, remote.SUBMIT_KEYS)
+    output = protocol.parse_output(result.stdout, protocol.SUBMIT_KEYS)
     assert (output.get("jobid"), output.get("open_path"), output.get("open_kind")) == (
         "7", "nb/demo.ipynb", "file")

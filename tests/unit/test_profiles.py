@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labhop import profiles
+from labhop.config import profiles
 from labhop.errors import ConfigError
 
 

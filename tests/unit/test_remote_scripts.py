@@ -18,31 +18,33 @@ from pathlib import Path
 
 import pytest
 
-from labhop import remote
-from labhop.backends import entry_kinds, script_failure
+from labhop import model
+from labhop.backends.base import entry_kinds, script_failure
 from labhop.errors import EnvNotFoundError, RemoteError
+from labhop.remote import compose, jupyter, protocol, scripts
 
 # The scripts as the backends compose them: with every registered backend's entry shell.
 KINDS = entry_kinds()
 
 
-def launch_script(req: remote.LaunchRequest) -> remote.Script:
-    return remote.launch_script(req, kinds=KINDS)
+def launch_script(req: jupyter.LaunchRequest) -> compose.Script:
+    return scripts.launch_script(req, kinds=KINDS)
 
 
-def list_script(name: str = "", **flags: bool) -> remote.Script:
-    return remote.list_script(name, kinds=KINDS, **flags)
+def list_script(name: str = "", **flags: bool) -> compose.Script:
+    return scripts.list_script(name, kinds=KINDS, **flags)
 
 
 
-def run_sh(script: str, home: Path, path_prefix: str = "") -> subprocess.CompletedProcess[str]:
+def run_sh(script: compose.Script | str, home: Path, path_prefix: str = ""
+           ) -> subprocess.CompletedProcess[str]:
     env = {
         "HOME": str(home),
         "PATH": f"{path_prefix}:/usr/bin:/bin" if path_prefix else "/usr/bin:/bin",
     }
     return subprocess.run(
         ["sh", "-s"],
-        input=script,
+        input=script.text if isinstance(script, compose.Script) else script,
         text=True,
         capture_output=True,
         env=env,
@@ -52,7 +54,7 @@ def run_sh(script: str, home: Path, path_prefix: str = "") -> subprocess.Complet
     )
 
 
-def request(**overrides: object) -> remote.LaunchRequest:
+def request(**overrides: object) -> jupyter.LaunchRequest:
     values: dict[str, object] = {
         "name": "proj",
         "server_id": "0123456789abcdef",
@@ -60,7 +62,7 @@ def request(**overrides: object) -> remote.LaunchRequest:
         "record": {"name": "proj"},
     }
     values.update(overrides)
-    return remote.LaunchRequest(**values)  # type: ignore[arg-type]
+    return jupyter.LaunchRequest(**values)  # type: ignore[arg-type]
 
 
 def fake_venv(path: Path, *, with_jupyter: bool) -> None:
@@ -76,51 +78,51 @@ def fake_venv(path: Path, *, with_jupyter: bool) -> None:
 
 
 def test_parse_env_spec_accepts_every_kind() -> None:
-    assert remote.parse_env_spec("conda:pytorch") == remote.EnvSpec("conda", "pytorch")
-    assert remote.parse_env_spec("venv:~/envs/a") == remote.EnvSpec("venv", "~/envs/a")
-    assert remote.parse_env_spec("module:cuda/12,python") == remote.EnvSpec(
+    assert model.parse_env_spec("conda:pytorch") == model.EnvSpec("conda", "pytorch")
+    assert model.parse_env_spec("venv:~/envs/a") == model.EnvSpec("venv", "~/envs/a")
+    assert model.parse_env_spec("module:cuda/12,python") == model.EnvSpec(
         "module", "cuda/12,python"
     )
-    assert remote.parse_env_spec("cmd:. ~/x.sh ") == remote.EnvSpec("cmd", ". ~/x.sh ")
+    assert model.parse_env_spec("cmd:. ~/x.sh ") == model.EnvSpec("cmd", ". ~/x.sh ")
 
 
 @pytest.mark.parametrize("text", ["pytorch", "docker:x", "conda:", "venv:  "])
 def test_parse_env_spec_rejects_with_the_forms_to_use(text: str) -> None:
     with pytest.raises(Exception, match="conda:NAME, mamba:NAME"):
-        remote.parse_env_spec(text)
+        model.parse_env_spec(text)
 
 
 def test_token_and_values_are_quoted_once_and_never_expanded() -> None:
     script = launch_script(request(root_dir="~/it's $HOME; rm -rf /"))
-    assert "token=" + "f" * 48 in script
-    assert "root_dir='~/it'\"'\"'s $HOME; rm -rf /'" in script
+    assert "token=" + "f" * 48 in script.text
+    assert "root_dir='~/it'\"'\"'s $HOME; rm -rf /'" in script.text
 
 
 def test_parse_output_ignores_noise_and_keeps_the_log() -> None:
     text = "Welcome to gamer!\nlabhop:alive=0\nlabhop:listening=1\nlabhop:log-begin\nTraceback\n  x"
-    output = remote.parse_output(text, remote.STATUS_KEYS)
+    output = protocol.parse_output(text, protocol.STATUS_KEYS)
     assert output.fields == {"alive": "0", "listening": "1"}
     assert output.log == "Traceback\n  x"
 
 
 def test_missing_venv_is_env_not_found(tmp_path: Path) -> None:
-    result = run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/nope"))), tmp_path)
-    assert result.returncode == remote.Exit.ENV_NOT_FOUND
+    result = run_sh(launch_script(request(env=model.EnvSpec("venv", "~/nope"))), tmp_path)
+    assert result.returncode == protocol.Exit.ENV_NOT_FOUND
     assert f"no virtualenv at {tmp_path}/nope" in result.stdout
     assert not (tmp_path / ".local/state/labhop/servers/proj").exists()
 
 
 def test_failures_name_the_host_as_typed_and_a_job_its_node(tmp_path: Path) -> None:
     """`gamer` is the user's ssh alias; the remote calls itself something else (`vm`)."""
-    result = run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/nope"))), tmp_path)
+    result = run_sh(launch_script(request(env=model.EnvSpec("venv", "~/nope"))), tmp_path)
     error = script_failure(result.stdout, result.stderr, result.returncode, "starting Jupyter",
                            host="gamer")
     assert isinstance(error, EnvNotFoundError)
     assert str(error) == (f"no virtualenv at {tmp_path}/nope on gamer (bin/activate is "
                           f"missing); create it with python3 -m venv {tmp_path}/nope")
     # A Slurm job fails on a compute node no one named: it names the node itself.
-    job = run_sh(remote.slurm_job_script(request()), tmp_path)
-    assert remote.parse_failure(job.stdout).get("error").startswith(
+    job = run_sh(scripts.slurm_job_script(request()), tmp_path)
+    assert protocol.parse_failure(job.stdout).get("error").startswith(
         f"labhop state {tmp_path}/.local/state/labhop/servers/proj is missing on "
         f"{os.uname().nodename};")
 
@@ -130,27 +132,27 @@ def test_venv_without_jupyter_is_jupyter_not_found(tmp_path: Path) -> None:
     elsewhere = tmp_path / "other"
     fake_venv(elsewhere, with_jupyter=True)
     result = run_sh(
-        launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
+        launch_script(request(env=model.EnvSpec("venv", "~/env"))),
                               tmp_path,
                               path_prefix=str(elsewhere / "bin"),
     )
-    assert result.returncode == remote.Exit.JUPYTER_NOT_FOUND
+    assert result.returncode == protocol.Exit.JUPYTER_NOT_FOUND
     assert "belongs to another environment" in result.stdout
 
 
 def test_missing_root_dir(tmp_path: Path) -> None:
     fake_venv(tmp_path / "env", with_jupyter=True)
     script = launch_script(
-        request(env=remote.EnvSpec("venv", "~/env"), root_dir="~/missing")
+        request(env=model.EnvSpec("venv", "~/env"), root_dir="~/missing")
     )
     result = run_sh(script, tmp_path)
-    assert result.returncode == remote.Exit.ROOT_DIR_MISSING
+    assert result.returncode == protocol.Exit.ROOT_DIR_MISSING
     assert f"server root {tmp_path}/missing does not exist" in result.stdout
 
 
 def test_conda_without_any_install_is_env_not_found(tmp_path: Path) -> None:
-    result = run_sh(launch_script(request(env=remote.EnvSpec("conda", "torch"))), tmp_path)
-    assert result.returncode == remote.Exit.ENV_NOT_FOUND
+    result = run_sh(launch_script(request(env=model.EnvSpec("conda", "torch"))), tmp_path)
+    assert result.returncode == protocol.Exit.ENV_NOT_FOUND
     assert "conda not found" in result.stdout
 
 
@@ -160,7 +162,7 @@ def test_local_home_prefix_is_read_relative_to_the_remote_home(tmp_path: Path) -
     fake_venv(home / "env", with_jupyter=True)
     script = launch_script(
         request(
-            env=remote.EnvSpec("venv", "/Users/me/env"),
+            env=model.EnvSpec("venv", "/Users/me/env"),
             root_dir="/Users/me/proj",
             local_home="/Users/me",
         )
@@ -168,7 +170,7 @@ def test_local_home_prefix_is_read_relative_to_the_remote_home(tmp_path: Path) -
     result = run_sh(script, home)
     try:
         assert result.returncode == 0, result.stdout + result.stderr
-        output = remote.parse_output(result.stdout, remote.LAUNCH_KEYS)
+        output = protocol.parse_output(result.stdout, protocol.LAUNCH_KEYS)
         state = home / ".local/state/labhop/servers/proj"
         assert output.get("existing") == "0"
         assert (state / "pid").read_text().strip() == output.get("pid")
@@ -178,12 +180,12 @@ def test_local_home_prefix_is_read_relative_to_the_remote_home(tmp_path: Path) -
         endpoint = output.get("endpoint")
         assert endpoint.startswith(f"unix:/tmp/labhop-{os.getuid()}/0123456789abcdef.sock")
 
-        again = remote.parse_output(run_sh(script, home).stdout, remote.LAUNCH_KEYS)
+        again = protocol.parse_output(run_sh(script, home).stdout, protocol.LAUNCH_KEYS)
         assert again.get("existing") == "1"
         assert again.get("pid") == output.get("pid")
 
-        stopped = run_sh(remote.stop_script("proj", grace_s=0), home)
-        fields = remote.parse_output(stopped.stdout, remote.STOP_KEYS)
+        stopped = run_sh(scripts.stop_script("proj", grace_s=0), home)
+        fields = protocol.parse_output(stopped.stdout, protocol.STOP_KEYS)
         assert fields.get("was_running") == "1"
         assert fields.get("stopped") == "1"
         assert not state.exists()
@@ -197,23 +199,23 @@ def test_stop_with_another_launch_id_leaves_the_server_alone(tmp_path: Path) -> 
     state = tmp_path / ".local/state/labhop/servers/proj"
     state.mkdir(parents=True)
     (state / "id").write_text("someone-else")
-    result = run_sh(remote.stop_script("proj", expect_id="mine"), tmp_path)
-    assert remote.parse_output(result.stdout, remote.STOP_KEYS).get("known") == "0"
+    result = run_sh(scripts.stop_script("proj", expect_id="mine"), tmp_path)
+    assert protocol.parse_output(result.stdout, protocol.STOP_KEYS).get("known") == "0"
     assert state.exists()
 
 
 def test_cull_interval_follows_short_timeouts() -> None:
-    assert remote.cull_interval(20) == 5
-    assert remote.cull_interval(3600) == 300
+    assert jupyter.cull_interval(20) == 5
+    assert jupyter.cull_interval(3600) == 300
 
 
 def test_websocket_pings_find_a_dead_tab_well_within_the_idle_timeout() -> None:
-    assert remote.websocket_ping(60) == (6, 18)
-    assert remote.websocket_ping(20) == (5, 15)  # no faster than every 5 s
-    assert remote.websocket_ping(6 * 3600) == (30, 90)  # Jupyter's own, at most
-    assert remote.websocket_ping(0) == (30, 90)  # no idle timeout: Jupyter's own
+    assert jupyter.websocket_ping(60) == (6, 18)
+    assert jupyter.websocket_ping(20) == (5, 15)  # no faster than every 5 s
+    assert jupyter.websocket_ping(6 * 3600) == (30, 90)  # Jupyter's own, at most
+    assert jupyter.websocket_ping(0) == (30, 90)  # no idle timeout: Jupyter's own
     for idle in range(50, 10000, 7):
-        interval, timeout = remote.websocket_ping(idle)
+        interval, timeout = jupyter.websocket_ping(idle)
         # closed at the 4th ping without a pong, plus tornado's 5 s close handshake
         assert timeout == 3 * interval and 4 * interval + 5 <= idle / 2
 
@@ -231,10 +233,10 @@ def recording_jupyter(path: Path, flavour: str) -> None:
 
 
 def launched_argv(home: Path, **overrides: object) -> list[str]:
-    result = run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/env"),
+    result = run_sh(launch_script(request(env=model.EnvSpec("venv", "~/env"),
                                           server_id=f"ws{os.getpid()}{home.name}"[-16:],
                                           **overrides)), home)
-    pid = int(remote.parse_output(result.stdout, remote.LAUNCH_KEYS).get("pid"))
+    pid = int(protocol.parse_output(result.stdout, protocol.LAUNCH_KEYS).get("pid"))
     try:
         for _ in range(100):
             if (home / "argv").exists():
@@ -282,7 +284,7 @@ def test_flavour_knows_which_servers_take_websocket_ping_options(
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: jupyter_server\n"
                                        f"Version: {version}\n")
-    done = subprocess.run([sys.executable, "-S", "-c", remote._FLAVOUR_PY, "lab", "unix"],
+    done = subprocess.run([sys.executable, "-S", "-c", compose.body("flavour.py"), "lab", "unix"],
                           env={"PYTHONPATH": str(tmp_path)}, capture_output=True, text=True,
                           check=True, timeout=30)
     assert done.stdout.split() == ["ServerApp", "unix", "0", ping]
@@ -294,15 +296,15 @@ def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path
     try:
         for name, server_id in (("one", "a" * 16), ("two", "b" * 16)):
             script = launch_script(request(name=name, server_id=server_id,
-                                           env=remote.EnvSpec("venv", "~/env")))
-            launched = remote.parse_output(run_sh(script, tmp_path).stdout, remote.LAUNCH_KEYS)
+                                           env=model.EnvSpec("venv", "~/env")))
+            launched = protocol.parse_output(run_sh(script, tmp_path).stdout, protocol.LAUNCH_KEYS)
             pids.append(int(launched.get("pid")))
         dead = tmp_path / ".local/state/labhop/servers/dead"
         dead.mkdir()
         (dead / "id").write_text("c" * 16)
         (dead / "pid").write_text("999999999\n")
 
-        entries, cleaned = remote.parse_entries(run_sh(list_script(), tmp_path).stdout)
+        entries, cleaned = protocol.parse_entries(run_sh(list_script(), tmp_path).stdout)
         assert [entry.name for entry in entries] == ["one", "two"]
         assert [entry.pid for entry in entries] == [str(pid) for pid in pids]
         assert entries[0].root == str(tmp_path)
@@ -311,7 +313,7 @@ def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path
         assert cleaned == ["dead"]
         assert not dead.exists()
 
-        only, _ = remote.parse_entries(
+        only, _ = protocol.parse_entries(
             run_sh(list_script("two", with_token=True), tmp_path).stdout)
         assert [(entry.name, entry.token) for entry in only] == [("two", "f" * 48)]
     finally:
@@ -321,20 +323,20 @@ def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path
 
 def test_status_reports_alive_and_the_log_tail_and_exits_0(tmp_path: Path) -> None:
     fake_venv(tmp_path / "env", with_jupyter=True)
-    unknown = run_sh(remote.status_script("proj"), tmp_path)
+    unknown = run_sh(scripts.status_script("proj"), tmp_path)
     assert unknown.returncode == 0
-    assert remote.parse_output(unknown.stdout, remote.STATUS_KEYS).get("known") == "0"
-    launched = remote.parse_output(
-        run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
-                                     tmp_path).stdout, remote.LAUNCH_KEYS)
+    assert protocol.parse_output(unknown.stdout, protocol.STATUS_KEYS).get("known") == "0"
+    launched = protocol.parse_output(
+        run_sh(launch_script(request(env=model.EnvSpec("venv", "~/env"))),
+                                     tmp_path).stdout, protocol.LAUNCH_KEYS)
     try:
         (tmp_path / ".local/state/labhop/servers/proj/log").write_text("line 1\nline 2\n")
-        plain = run_sh(remote.status_script("proj"), tmp_path)
+        plain = run_sh(scripts.status_script("proj"), tmp_path)
         assert plain.returncode == 0
-        assert remote.parse_output(plain.stdout, remote.STATUS_KEYS).get("alive") == "1"
-        with_log = run_sh(remote.status_script("proj", with_log=True, log_lines=1), tmp_path)
+        assert protocol.parse_output(plain.stdout, protocol.STATUS_KEYS).get("alive") == "1"
+        with_log = run_sh(scripts.status_script("proj", with_log=True, log_lines=1), tmp_path)
         assert with_log.returncode == 0
-        assert remote.parse_output(with_log.stdout, remote.STATUS_KEYS).log == "line 2"
+        assert protocol.parse_output(with_log.stdout, protocol.STATUS_KEYS).log == "line 2"
     finally:
         os.kill(int(launched.get("pid")), 9)
 
@@ -346,16 +348,16 @@ def test_module_names_are_loaded_literally_never_globbed(tmp_path: Path) -> None
     module.write_text('#!/bin/sh\nprintf \'%s\\n\' "$@" > "$HOME/module-args"\n')
     module.chmod(0o755)
     (tmp_path / "notes.txt").write_text("")  # what `*` would match in the working directory
-    script = launch_script(request(env=remote.parse_env_spec("module:*,cuda/12")))
+    script = launch_script(request(env=model.parse_env_spec("module:*,cuda/12")))
     result = run_sh(script, tmp_path, path_prefix=str(bin_dir))
     assert (tmp_path / "module-args").read_text().splitlines() == ["load", "*", "cuda/12"]
     assert "module load" not in result.stdout  # loading worked; Jupyter is what is missing
 
 
-def without_proc(script: str) -> str:
+def without_proc(script: compose.Script) -> str:
     """The script as it runs on a host without /proc (macOS, BSD)."""
-    assert script.count("\nproc_dir=/proc\n") == 1
-    return script.replace("\nproc_dir=/proc\n", "\nproc_dir=/nonexistent-proc\n")
+    assert script.text.count("\nproc_dir=/proc\n") == 1
+    return script.text.replace("\nproc_dir=/proc\n", "\nproc_dir=/nonexistent-proc\n")
 
 
 def alive(pid: int) -> bool:
@@ -370,22 +372,22 @@ def alive(pid: int) -> bool:
 
 def test_without_proc_the_recorded_start_time_proves_the_server(tmp_path: Path) -> None:
     fake_venv(tmp_path / "env", with_jupyter=True)
-    script = launch_script(request(env=remote.EnvSpec("venv", "~/env")))
+    script = launch_script(request(env=model.EnvSpec("venv", "~/env")))
     launched = run_sh(without_proc(script), tmp_path)
     assert launched.returncode == 0, launched.stdout + launched.stderr
-    pid = int(remote.parse_output(launched.stdout, remote.LAUNCH_KEYS).get("pid"))
+    pid = int(protocol.parse_output(launched.stdout, protocol.LAUNCH_KEYS).get("pid"))
     state = tmp_path / ".local/state/labhop/servers/proj"
     try:
         assert (state / "start").read_text().strip()
-        status = run_sh(without_proc(remote.status_script("proj")), tmp_path)
-        assert remote.parse_output(status.stdout, remote.STATUS_KEYS).get("alive") == "1"
+        status = run_sh(without_proc(scripts.status_script("proj")), tmp_path)
+        assert protocol.parse_output(status.stdout, protocol.STATUS_KEYS).get("alive") == "1"
         listed = run_sh(without_proc(list_script()), tmp_path)
-        entries, _ = remote.parse_entries(listed.stdout)
+        entries, _ = protocol.parse_entries(listed.stdout)
         assert [entry.pid for entry in entries] == [str(pid)]
 
-        stopped = remote.parse_output(
-            run_sh(without_proc(remote.stop_script("proj", grace_s=0)), tmp_path).stdout,
-            remote.STOP_KEYS)
+        stopped = protocol.parse_output(
+            run_sh(without_proc(scripts.stop_script("proj", grace_s=0)), tmp_path).stdout,
+            protocol.STOP_KEYS)
         assert stopped.get("was_running") == "1"
         assert stopped.multi["signal"] == ["TERM"]
         assert not alive(pid)
@@ -406,11 +408,11 @@ def test_without_proc_a_reused_pid_is_never_signalled(tmp_path: Path, recorded: 
     if recorded is not None:
         (state / "start").write_text(recorded + "\n")
     try:
-        status = run_sh(without_proc(remote.status_script("proj")), tmp_path)
-        assert remote.parse_output(status.stdout, remote.STATUS_KEYS).get("alive") == "0"
-        stopped = remote.parse_output(
-            run_sh(without_proc(remote.stop_script("proj", grace_s=0, term_s=0)),
-                   tmp_path).stdout, remote.STOP_KEYS)
+        status = run_sh(without_proc(scripts.status_script("proj")), tmp_path)
+        assert protocol.parse_output(status.stdout, protocol.STATUS_KEYS).get("alive") == "0"
+        stopped = protocol.parse_output(
+            run_sh(without_proc(scripts.stop_script("proj", grace_s=0, term_s=0)),
+                   tmp_path).stdout, protocol.STOP_KEYS)
         assert stopped.get("was_running") == "0"
         assert stopped.multi["signal"] == []
         assert stranger.poll() is None
@@ -421,9 +423,9 @@ def test_without_proc_a_reused_pid_is_never_signalled(tmp_path: Path, recorded: 
 
 def test_a_normal_launch_records_the_servers_start_time(tmp_path: Path) -> None:
     fake_venv(tmp_path / "env", with_jupyter=True)
-    launched = remote.parse_output(
-        run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/env"))),
-                                     tmp_path).stdout, remote.LAUNCH_KEYS)
+    launched = protocol.parse_output(
+        run_sh(launch_script(request(env=model.EnvSpec("venv", "~/env"))),
+                                     tmp_path).stdout, protocol.LAUNCH_KEYS)
     pid = int(launched.get("pid"))
     try:
         state = tmp_path / ".local/state/labhop/servers/proj"
@@ -436,11 +438,11 @@ def test_a_normal_launch_records_the_servers_start_time(tmp_path: Path) -> None:
 
 def test_no_start_passes_the_unrecognised_no_browser_open_file() -> None:
     host = launch_script(request())
-    job = remote.slurm_job_script(request(transport="tcp"))
-    submit = remote.slurm_submit_script(request(transport="tcp"), ("-p", "gpu"), kinds=KINDS)
+    job = scripts.slurm_job_script(request(transport="tcp"))
+    submit = scripts.slurm_submit_script(request(transport="tcp"), ("-p", "gpu"), kinds=KINDS)
     for script in (host, job, submit):
-        assert "--no-browser" in script
-        assert "no_browser_open_file" not in script
+        assert "--no-browser" in script.text
+        assert "no_browser_open_file" not in script.text
 
 
 def runtime_dir(server_id: str) -> Path:
@@ -475,9 +477,9 @@ def test_stopping_a_slurm_server_removes_its_runtime_dir(tmp_path: Path) -> None
         (state / name).write_text(text)
     fake_slurm(tmp_path / "bin")
     try:
-        stopped = remote.parse_output(
-            run_sh(remote.slurm_stop_script("proj"), tmp_path, str(tmp_path / "bin")).stdout,
-            remote.STOP_KEYS)
+        stopped = protocol.parse_output(
+            run_sh(scripts.slurm_stop_script("proj"), tmp_path, str(tmp_path / "bin")).stdout,
+            protocol.STOP_KEYS)
         assert stopped.get("stopped") == "1"
         assert not runtime.exists()
         assert not state.exists()
@@ -500,13 +502,13 @@ def test_a_slurm_job_removes_its_runtime_dir_when_jupyter_ends(tmp_path: Path) -
     state = tmp_path / ".local/state/labhop/servers/proj"
     state.mkdir(parents=True)
     (state / "token").write_text("t")
-    script = remote.slurm_job_script(request(server_id=server_id, transport="tcp",
-                                             env=remote.EnvSpec("venv", "~/env")))
+    script = scripts.slurm_job_script(request(server_id=server_id, transport="tcp",
+                                             env=model.EnvSpec("venv", "~/env")))
     job = subprocess.Popen(["sh", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
                            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert job.stdin is not None
-    job.stdin.write(script)
+    job.stdin.write(script.text)
     job.stdin.close()
     jupyter = 0
     try:
@@ -532,10 +534,10 @@ def test_a_slurm_job_removes_its_runtime_dir_when_jupyter_ends(tmp_path: Path) -
 
 
 # -- the run directory: /tmp/labhop-UID, or a private fallback when that is not ours ------
-def with_run_root(script: str, base: Path) -> str:
+def with_run_root(script: compose.Script, base: Path) -> str:
     """The script with its run directory under `base` instead of /tmp."""
-    assert script.count("\nrun_root=/tmp\n") == 1
-    return script.replace("\nrun_root=/tmp\n", f"\nrun_root={base}\n")
+    assert script.text.count("\nrun_root=/tmp\n") == 1
+    return script.text.replace("\nrun_root=/tmp\n", f"\nrun_root={base}\n")
 
 
 def socket_stub(path: Path) -> None:
@@ -579,10 +581,10 @@ def test_launch_falls_back_to_a_private_dir_and_stop_removes_it(
         tmp_path: Path, run_root: Path, how: str) -> None:
     usual = taken(run_root, how)
     socket_stub(tmp_path / "env")
-    script = launch_script(request(env=remote.EnvSpec("venv", "~/env")))
+    script = launch_script(request(env=model.EnvSpec("venv", "~/env")))
     launched = run_sh(with_run_root(script, run_root), tmp_path)
     assert launched.returncode == 0, launched.stdout + launched.stderr
-    output = remote.parse_output(launched.stdout, remote.LAUNCH_KEYS)
+    output = protocol.parse_output(launched.stdout, protocol.LAUNCH_KEYS)
     pid = int(output.get("pid"))
     state = tmp_path / ".local/state/labhop/servers/proj"
     try:
@@ -599,8 +601,8 @@ def test_launch_falls_back_to_a_private_dir_and_stop_removes_it(
             time.sleep(0.1)
         assert (fallback / "0123456789abcdef.rt" / "jupyter_cookie_secret").exists()
 
-        stopped = run_sh(with_run_root(remote.stop_script("proj", grace_s=0), run_root), tmp_path)
-        assert remote.parse_output(stopped.stdout, remote.STOP_KEYS).get("stopped") == "1"
+        stopped = run_sh(with_run_root(scripts.stop_script("proj", grace_s=0), run_root), tmp_path)
+        assert protocol.parse_output(stopped.stdout, protocol.STOP_KEYS).get("stopped") == "1"
         assert not fallback.exists()
         assert not state.exists()
         assert usual.exists() or usual.is_symlink()  # someone else's: never touched
@@ -615,15 +617,15 @@ def test_launch_keeps_its_own_usual_dir_and_makes_it_private(
     usual.mkdir(mode=0o755)
     usual.chmod(0o755)
     socket_stub(tmp_path / "env")
-    script = launch_script(request(env=remote.EnvSpec("venv", "~/env")))
-    output = remote.parse_output(
-        run_sh(with_run_root(script, run_root), tmp_path).stdout, remote.LAUNCH_KEYS)
+    script = launch_script(request(env=model.EnvSpec("venv", "~/env")))
+    output = protocol.parse_output(
+        run_sh(with_run_root(script, run_root), tmp_path).stdout, protocol.LAUNCH_KEYS)
     pid = int(output.get("pid"))
     try:
         assert output.get("endpoint") == f"unix:{usual}/0123456789abcdef.sock"
         assert stat.S_IMODE(usual.stat().st_mode) == 0o700
         assert [p.name for p in run_root.iterdir()] == [usual.name]
-        run_sh(with_run_root(remote.stop_script("proj", grace_s=0), run_root), tmp_path)
+        run_sh(with_run_root(scripts.stop_script("proj", grace_s=0), run_root), tmp_path)
         assert usual.exists()  # the usual one is shared by every server: it stays
         assert list(usual.iterdir()) == []
     finally:
@@ -642,9 +644,9 @@ def test_stopping_a_slurm_server_removes_its_recorded_fallback_dir(
                        ("rundir", f"{fallback}\n")):
         (state / name).write_text(text)
     fake_slurm(tmp_path / "bin")
-    stopped = run_sh(with_run_root(remote.slurm_stop_script("proj"), run_root), tmp_path,
+    stopped = run_sh(with_run_root(scripts.slurm_stop_script("proj"), run_root), tmp_path,
                      str(tmp_path / "bin"))
-    assert remote.parse_output(stopped.stdout, remote.STOP_KEYS).get("stopped") == "1"
+    assert protocol.parse_output(stopped.stdout, protocol.STOP_KEYS).get("stopped") == "1"
     assert not fallback.exists()
 
 
@@ -659,7 +661,7 @@ def test_stop_believes_only_a_run_dir_of_ours(
     state.mkdir(parents=True)
     (state / "id").write_text("0123456789abcdef")
     (state / "rundir").write_text(recorded.format(base=run_root, uid=os.getuid()) + "\n")
-    run_sh(with_run_root(remote.stop_script("proj", grace_s=0), run_root), tmp_path)
+    run_sh(with_run_root(scripts.stop_script("proj", grace_s=0), run_root), tmp_path)
     assert victim.exists()
     assert (run_root / "other" / "0123456789abcdef.rt").exists()
     assert not state.exists()
@@ -668,30 +670,30 @@ def test_stop_believes_only_a_run_dir_of_ours(
 # -- the protocol ---------------------------------------------------------------------------
 def test_a_repeated_or_unknown_key_is_refused_naming_it() -> None:
     with pytest.raises(RemoteError, match=r"start script printed 'endpoint' twice.*--debug"):
-        remote.parse_output("labhop:endpoint=unix:/a\nlabhop:endpoint=tcp:127.0.0.1:1\n",
-                            remote.LAUNCH_KEYS)
+        protocol.parse_output("labhop:endpoint=unix:/a\nlabhop:endpoint=tcp:127.0.0.1:1\n",
+                            protocol.LAUNCH_KEYS)
     with pytest.raises(RemoteError, match=r"the key 'alive', which it never prints"):
-        remote.parse_output("labhop:alive=1\n", remote.LAUNCH_KEYS)
+        protocol.parse_output("labhop:alive=1\n", protocol.LAUNCH_KEYS)
     with pytest.raises(RemoteError, match="log-begin"):
-        remote.parse_output("labhop:log-begin\nx\n", remote.LAUNCH_KEYS)
+        protocol.parse_output("labhop:log-begin\nx\n", protocol.LAUNCH_KEYS)
     with pytest.raises(RemoteError, match="malformed value for 'pid'"):
-        remote.parse_output("labhop:pid=1%2\n", remote.LAUNCH_KEYS)
+        protocol.parse_output("labhop:pid=1%2\n", protocol.LAUNCH_KEYS)
     with pytest.raises(RemoteError, match="malformed line"):
-        remote.parse_output("labhop:pid\n", remote.LAUNCH_KEYS)
+        protocol.parse_output("labhop:pid\n", protocol.LAUNCH_KEYS)
 
 
 def test_values_are_decoded_and_lists_are_declared() -> None:
-    output = remote.parse_output(
+    output = protocol.parse_output(
         "labhop:known=1\nlabhop:signal=TERM\nlabhop:signal=KILL\nlabhop:swept=%0A%25x\n",
-        remote.STOP_KEYS)
+        protocol.STOP_KEYS)
     assert output.fields == {"known": "1"}
     assert output.multi == {"signal": ["TERM", "KILL"], "swept": ["\n%x"]}
-    assert remote.decode_value(remote.encode_value("é\r\n%\x1b")) == "é\r\n%\x1b"
+    assert protocol.decode_value(protocol.encode_value("é\r\n%\x1b")) == "é\r\n%\x1b"
 
 
 def test_nothing_after_log_begin_is_a_field() -> None:
     text = "labhop:known=1\nlabhop:alive=0\nlabhop:log-begin\nlabhop:alive=1\nlabhop:zzz=1\n"
-    output = remote.parse_output(text, remote.STATUS_KEYS)
+    output = protocol.parse_output(text, protocol.STATUS_KEYS)
     assert output.get("alive") == "0"
     assert output.log == "labhop:alive=1\nlabhop:zzz=1"
 
@@ -707,14 +709,15 @@ def test_nothing_after_log_begin_is_a_field() -> None:
 ])
 def test_list_blocks_that_labhop_never_prints_are_refused(text: str) -> None:
     with pytest.raises(RemoteError, match="list script printed"):
-        remote.parse_entries(text)
+        protocol.parse_entries(text)
 
 
 def test_a_failure_is_read_whatever_else_the_script_printed() -> None:
-    output = remote.parse_failure("motd\nlabhop:known=1\nlabhop:error=no%0Aroot\nlabhop:exit=92\n")
+    output = protocol.parse_failure(
+        "motd\nlabhop:known=1\nlabhop:error=no%0Aroot\nlabhop:exit=92\n")
     assert (output.get("error"), output.get("exit")) == ("no\nroot", "92")
     with pytest.raises(RemoteError, match="'error' twice"):
-        remote.parse_failure("labhop:error=a\nlabhop:error=b\n")
+        protocol.parse_failure("labhop:error=a\nlabhop:error=b\n")
 
 
 def slurm_entry(home: Path, name: str = "proj") -> Path:
@@ -735,15 +738,15 @@ def running_squeue(bin_dir: Path) -> None:
 
 def test_the_host_stop_script_leaves_another_backends_server_alone(tmp_path: Path) -> None:
     state = slurm_entry(tmp_path)
-    stopped = run_sh(remote.stop_script("proj", grace_s=0), tmp_path)
-    assert remote.parse_output(stopped.stdout, remote.STOP_KEYS).get("known") == "0"
+    stopped = run_sh(scripts.stop_script("proj", grace_s=0), tmp_path)
+    assert protocol.parse_output(stopped.stdout, protocol.STOP_KEYS).get("known") == "0"
     assert (state / "jobid").exists()
 
 
 def test_list_asks_each_entrys_own_backend_whether_it_is_alive(tmp_path: Path) -> None:
     slurm_entry(tmp_path)
     running_squeue(tmp_path / "bin")
-    entries, cleaned = remote.parse_entries(
+    entries, cleaned = protocol.parse_entries(
         run_sh(list_script(), tmp_path, str(tmp_path / "bin")).stdout)
     assert cleaned == []
     [entry] = entries
@@ -754,7 +757,7 @@ def test_list_asks_each_entrys_own_backend_whether_it_is_alive(tmp_path: Path) -
 def test_list_neither_shows_nor_cleans_an_entry_of_an_unknown_backend(tmp_path: Path) -> None:
     state = slurm_entry(tmp_path)
     (state / "backend").write_text("pbs\n")
-    entries, cleaned = remote.parse_entries(run_sh(list_script(), tmp_path).stdout)
+    entries, cleaned = protocol.parse_entries(run_sh(list_script(), tmp_path).stdout)
     assert (entries, cleaned) == ([], [])
     assert state.exists()
 
@@ -763,22 +766,22 @@ def test_a_launch_refuses_a_name_that_a_live_job_holds(tmp_path: Path) -> None:
     state = slurm_entry(tmp_path)
     running_squeue(tmp_path / "bin")
     result = run_sh(launch_script(request()), tmp_path, str(tmp_path / "bin"))
-    assert result.returncode == remote.Exit.STATE_UNUSABLE, result.stdout
-    assert "'proj' already runs as Slurm job 42" in remote.parse_failure(result.stdout).get(
+    assert result.returncode == protocol.Exit.STATE_UNUSABLE, result.stdout
+    assert "'proj' already runs as Slurm job 42" in protocol.parse_failure(result.stdout).get(
         "error")
     assert (state / "jobid").exists()
 
 
 def test_a_job_submission_refuses_a_name_that_a_host_server_holds(tmp_path: Path) -> None:
     fake_venv(tmp_path / "env", with_jupyter=True)
-    result = run_sh(launch_script(request(env=remote.EnvSpec("venv", "~/env"))), tmp_path)
-    pid = int(remote.parse_output(result.stdout, remote.LAUNCH_KEYS).get("pid") or 0)
+    result = run_sh(launch_script(request(env=model.EnvSpec("venv", "~/env"))), tmp_path)
+    pid = int(protocol.parse_output(result.stdout, protocol.LAUNCH_KEYS).get("pid") or 0)
     try:
         assert alive(pid), result.stdout + result.stderr
-        submitted = run_sh(remote.slurm_submit_script(request(transport="tcp"), (), kinds=KINDS),
+        submitted = run_sh(scripts.slurm_submit_script(request(transport="tcp"), (), kinds=KINDS),
                            tmp_path)
-        assert submitted.returncode == remote.Exit.STATE_UNUSABLE, submitted.stdout
-        assert "already runs on the host itself" in remote.parse_failure(
+        assert submitted.returncode == protocol.Exit.STATE_UNUSABLE, submitted.stdout
+        assert "already runs on the host itself" in protocol.parse_failure(
             submitted.stdout).get("error")
         assert alive(pid)
     finally:

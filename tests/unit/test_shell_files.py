@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from labhop import remote
-from labhop.backends import entry_kinds
+from labhop.backends.base import entry_kinds
+from labhop.remote import compose, jupyter, protocol, scripts
 
 KINDS = entry_kinds()
 
-SH_DIR = Path(remote.__file__).parent / "sh"
+SH_DIR = Path(compose.__file__).parent / "sh"
 SH_FILES = sorted(SH_DIR.glob("*.sh"))
 
 
 def test_every_file_in_labhop_sh_is_read_by_remote() -> None:
     on_disk = {path.name for path in SH_DIR.iterdir() if path.is_file()}
-    assert on_disk == set(remote.SHELL_FILES)
+    assert on_disk == set(compose.SHELL_FILE_NAMES)
 
 
 def test_every_sh_file_says_it_is_posix_sh() -> None:
@@ -30,19 +30,19 @@ def test_every_sh_file_says_it_is_posix_sh() -> None:
 
 
 def test_every_sh_file_is_in_some_script() -> None:
-    request = remote.LaunchRequest(name="p", server_id="i", token="t" * 8)
-    scripts = [
-        remote.launch_script(request, kinds=KINDS), remote.status_script("p"),
-        remote.stop_script("p"), remote.list_script(kinds=KINDS), remote.owner_script("p", "c"),
-        remote.logs_script("p"), remote.slurm_submit_script(request, (), kinds=KINDS),
-        remote.slurm_job_script(request), remote.slurm_status_script("p"),
-        remote.slurm_stop_script("p"),
-        remote.gpus_script(remote.Keys("GPU query script", frozenset()), gpu_fields="",
+    request = jupyter.LaunchRequest(name="p", server_id="i", token="t" * 8)
+    built = [
+        scripts.launch_script(request, kinds=KINDS), scripts.status_script("p"),
+        scripts.stop_script("p"), scripts.list_script(kinds=KINDS), scripts.owner_script("p", "c"),
+        scripts.logs_script("p"), scripts.slurm_submit_script(request, (), kinds=KINDS),
+        scripts.slurm_job_script(request), scripts.slurm_status_script("p"),
+        scripts.slurm_stop_script("p"),
+        scripts.gpus_script(protocol.Keys("GPU query script", frozenset()), gpu_fields="",
                            app_fields="", smi_timeout=1),
-        remote.doctor_script("check"),
+        scripts.doctor_script("check"),
     ]
     for path in SH_FILES:
-        assert any(path.read_text() in script for script in scripts), path.name
+        assert any(path.read_text() in script.text for script in built), path.name
 
 
 def test_shellcheck_passes_on_every_sh_file() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labhop.slurm import format_duration, parse_job_line, parse_time_left
+from labhop.remote.squeue import format_duration, parse_job_line, parse_time_left
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from labhop import errors
-from labhop.ssh import Target, classify_failure, default_options, parse_ssh_g
+from labhop.ssh.failures import classify_failure
+from labhop.ssh.target import Target, default_options, parse_ssh_g
 
 HOST_KEY_CHANGED = """\
 @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@

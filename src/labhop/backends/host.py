@@ -1,0 +1,58 @@
+"""The server runs on the host we ssh into, detached from the connection."""
+
+from __future__ import annotations
+
+from labhop import gpus
+from labhop.backends.base import Backend, Health, Server, Status, entry_kinds, run_script
+from labhop.errors import RemoteError
+from labhop.remote import gpu_query, jupyter, protocol, scripts
+
+
+class HostBackend(Backend):
+    """The server runs on the host we ssh into, detached from the connection."""
+
+    kind = "host"
+    entry_shell = "host_entry.sh"
+
+    def launch(self, request: jupyter.LaunchRequest) -> Server:
+        fields = self._run(scripts.launch_script(request, kinds=entry_kinds()),
+                           "starting Jupyter")
+        if not fields.get("pid") or not fields.get("endpoint"):
+            raise RemoteError(
+                "the remote start script printed no server details; run with --debug to see "
+                "what the remote shell printed"
+            )
+        return Server(
+            name=request.name,
+            token=fields.get("token"),
+            endpoint=fields.get("endpoint"),
+            pid=fields.get("pid"),
+            node=fields.get("node"),
+            existing=fields.get("existing") == "1",
+            open_path=fields.get("open_path"),
+            open_kind=fields.get("open_kind"),
+        )
+
+    def status(self, name: str, *, with_log: bool = False) -> Status:
+        output = self._run(scripts.status_script(name, with_log=with_log), "checking the server")
+        listening = output.get("listening")
+        return Status(
+            known=output.get("known") == "1",
+            alive=output.get("alive") == "1",
+            listening=None if listening == "" else listening == "1",
+            log=output.log,
+        )
+
+    def stop(self, name: str, *, grace_s: float = 0.0,
+             expect_id: str = "") -> protocol.ScriptOutput:
+        script = scripts.stop_script(name, grace_s=grace_s, expect_id=expect_id)
+        return self._run(script, "stopping the server", timeout=90)
+
+    def health(self, server: Server) -> Health:
+        return Health(alive=self.status(server.name).alive)
+
+    def gpus(self) -> gpus.GpuReport:
+        """What nvidia-smi on the host says now, with each GPU process's user and server."""
+        stdout = run_script(self.conn, gpu_query.query_script(), "querying the GPUs",
+                            timeout=60)
+        return gpu_query.parse_report(stdout)

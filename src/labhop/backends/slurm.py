@@ -1,0 +1,125 @@
+"""The server runs as a Slurm batch job; the host we ssh into is the login node."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from labhop.backends.base import SENTINEL_ERRORS, Backend, Health, Server, Status, entry_kinds
+from labhop.errors import RemoteError, ServerExitedError, SlurmPendingError
+from labhop.remote import jupyter, protocol, scripts, squeue
+
+
+class SlurmBackend(Backend):
+    """The server runs as a Slurm batch job; the host we ssh into is the login node.
+
+    The job writes where it listens (node:port) into the state directory in the shared
+    home; the tunnel goes through the login node's connection to node:port.
+    """
+
+    kind = "slurm"
+    entry_shell = "job_entry.sh"
+
+    def launch(self, request: jupyter.LaunchRequest) -> Server:
+        request = dataclasses.replace(request, transport="tcp")
+        script = scripts.slurm_submit_script(request, self.options.sbatch_args,
+                                            kinds=entry_kinds())
+        fields = self._run(script, "submitting the job")
+        jobid = fields.get("jobid")
+        existing = fields.get("existing") == "1"
+        self.options.progress(f"{'found running' if existing else 'submitted'} job {jobid}")
+        server = self._wait_for_job(request.name, jobid, fields.get("token"), existing)
+        return dataclasses.replace(server, open_path=fields.get("open_path"),
+                                   open_kind=fields.get("open_kind"))
+
+    def _wait_for_job(self, name: str, jobid: str, token: str, existing: bool) -> Server:
+        submitted = time.monotonic()
+        deadline = submitted + self.options.queue_timeout
+        shown = ""
+        queue_wait_s: float | None = None
+        while True:
+            fields = self._job_fields(name)
+            job = squeue.parse_job_line(fields.get("job"))
+            if job.gone:
+                raise self._ended_before_ready(name, jobid)
+            if job.state == "RUNNING" and queue_wait_s is None:
+                queue_wait_s = time.monotonic() - submitted
+            if job.state == "RUNNING" and fields.get("endpoint"):
+                node = fields.get("node")
+                return Server(name=name, token=token, endpoint=fields.get("endpoint"),
+                              pid=fields.get("pid"), node=node, existing=existing,
+                              jobid=jobid,
+                              note=f"job {jobid} runs on {node} (waited "
+                                   f"{queue_wait_s or 0.0:.1f} s in the queue)")
+            if job.describe() != shown:
+                shown = job.describe()
+                self.options.progress(f"job {jobid}: {shown}")
+            if job.state == "PENDING" and time.monotonic() > deadline:
+                self.stop(name)
+                raise SlurmPendingError(
+                    f"job {jobid} was still pending after {self.options.queue_timeout:.0f} s "
+                    f"({job.reason or 'no reason given'}), so labhop cancelled it; ask for "
+                    "fewer resources or raise --queue-timeout"
+                )
+            time.sleep(0.5)  # a fresh job usually starts within a second
+
+    def _job_fields(self, name: str, *, with_log: bool = False) -> protocol.ScriptOutput:
+        return self._run(scripts.slurm_status_script(name, with_log=with_log),
+                         "checking the job")
+
+    def _ended_before_ready(self, name: str, jobid: str) -> RemoteError:
+        """The job is gone: say why, from the failure its script recorded (never from
+        its log, which is raw text)."""
+        fields = self._job_fields(name, with_log=True)
+        log = fields.log
+        if fields.get("job_error"):
+            code = int(fields.get("job_exit")) if fields.get("job_exit").isdigit() else 0
+            return SENTINEL_ERRORS.get(code, RemoteError)(
+                f"Slurm job {jobid}: {fields.get('job_error')}")
+        return ServerExitedError(
+            f"Slurm job {jobid} ended before Jupyter was ready; the last lines of its log:",
+            details=log,
+        )
+
+    def status(self, name: str, *, with_log: bool = False) -> Status:
+        fields = self._job_fields(name, with_log=with_log)
+        job = squeue.parse_job_line(fields.get("job"))
+        return Status(known=fields.get("known") == "1", alive=job.state == "RUNNING",
+                      listening=None, log=fields.log, job=job)
+
+    def stop(self, name: str, *, grace_s: float = 0.0,
+             expect_id: str = "") -> protocol.ScriptOutput:
+        # scancel: Slurm sends SIGTERM (Jupyter's clean stop), then SIGKILL after KillWait.
+        del grace_s
+        script = scripts.slurm_stop_script(name, expect_id=expect_id)
+        return self._run(script, "cancelling the job", timeout=90)
+
+    def health(self, server: Server) -> Health:
+        job = self.status(server.name).job
+        alive = job is not None and not job.gone
+        return Health(alive=alive, time_left_s=job.time_left_s if job else None)
+
+    def where(self, server: Server) -> str:
+        return f"job {server.jobid} on {server.node}"
+
+    def forward_host(self, server: Server) -> tuple[str, str]:
+        # The job's node, at the address its Jupyter listens on: the one the job chose
+        # because the login node can reach it (see sh/job.sh).
+        address = (server.forward_target().rpartition(":")[0]
+                   if server.transport == "tcp" else "") or server.node
+        return address, server.node
+
+    def ended_message(self, server: Server, host: str) -> str:
+        return (f"the Slurm job running '{server.name}' has ended (walltime reached, or "
+                "cancelled); the last lines of its log:")
+
+    def ending_soon_message(self, seconds_left: int) -> str:
+        return (f"the Slurm job ends in {squeue.format_duration(seconds_left)} (walltime); "
+                "save your work")
+
+    def time_limit_line(self, server: Server) -> str | None:
+        seconds_left = self.health(server).time_left_s
+        if seconds_left is None:
+            return f"{self.where(server)}: no walltime limit"
+        return (f"{self.where(server)}: {squeue.format_duration(seconds_left)} of walltime "
+                "left; labhop warns 10 minutes before the end")

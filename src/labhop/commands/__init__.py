@@ -1,0 +1,1 @@
+"""One module per command: each connects, runs its steps and returns data; none knows click."""

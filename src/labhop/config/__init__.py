@@ -1,0 +1,1 @@
+"""Options with their sources, the config file (profiles), the hosts a user may mean."""

@@ -1,0 +1,185 @@
+# shellcheck shell=sh
+# Fragment of a script that remote/compose.py composes: the values it reads are assigned in the
+# script's header (compose.assign) or by the other fragments (prelude.sh's functions).
+# shellcheck disable=SC2154
+umask 077
+proc_dir=/proc
+# Where the node-local run directory lives (see run_base); a test points it elsewhere.
+run_root=/tmp
+# A cd that used $CDPATH would print where it went, into a $(...) that reads a path.
+unset CDPATH
+nl='
+'
+# The protocol (see parse_output): `out KEY VALUE` prints `labhop:KEY=VALUE` on a line of
+# its own, VALUE escaped so that it is printable ASCII: every byte outside 0x20..0x7e, and
+# `%` itself, becomes %XX (two upper-case hex digits). No value can end its line, so none
+# can start a `labhop:` line of its own. Values made only of safe characters skip od/awk.
+# shellcheck disable=SC2016  # an awk program: awk expands its $i, not sh
+esc_awk='BEGIN { for (i = 32; i < 127; i++) c[i] = sprintf("%c", i); h = "0123456789ABCDEF" }
+{ s = ""
+  for (i = 1; i <= NF; i++) {
+      b = $i + 0
+      if (b >= 32 && b < 127 && b != 37) s = s c[b]
+      else s = s "%" substr(h, int(b / 16) + 1, 1) substr(h, b % 16 + 1, 1)
+  }
+  printf "%s", s }'
+out() {
+    case ${2-} in
+        *[!\ ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:@,+=-]*)
+            printf 'labhop:%s=' "$1"
+            printf '%s' "$2" | od -A n -v -t u1 | awk "$esc_awk"
+            printf '\n' ;;
+        *) printf 'labhop:%s=%s\n' "$1" "${2-}" ;;
+    esac
+}
+# Everything after this line is the raw tail of a log (see parse_output).
+log_begin() { printf 'labhop:log-begin\n'; }
+fail() {
+    code=$1; shift; out error "$*"; out exit "$code"
+    # A Slurm job's failure is read from its state by the login node (see job status).
+    [ -n "${fail_file:-}" ] && printf '%s\n%s\n' "$code" "$*" > "$fail_file"
+    # A launch that fails leaves no half-made state behind (see cleanup_dir in main).
+    [ -n "${cleanup_dir:-}" ] && rm -rf "$cleanup_dir"
+    [ -n "${cleanup_rundir:-}" ] && rmdir "$cleanup_rundir" 2>/dev/null
+    exit "$code"
+}
+# Slurm's states in which a job still holds (or will hold) its server: squeue.LIVE_STATES,
+# assigned in the header as $live_job_states.
+live_job_state() { case " $live_job_states " in *" $1 "*) return 0 ;; esac; return 1; }
+nap() { sleep 0.2 2>/dev/null || sleep 1; }
+state_root() { printf '%s/labhop/servers' "${XDG_STATE_HOME:-$HOME/.local/state}"; }
+# Values that must come back exactly (a folder's name may end in a newline, which $(...)
+# would strip) are saved with one newline added and loaded into $got without it.
+save() { printf '%s\n' "$2" > "$1"; }
+load() {
+    got=
+    [ -f "$1" ] || return 1
+    got=$(cat "$1" 2>/dev/null; printf x)
+    got=${got%x}; got=${got%"$nl"}
+}
+out_file() { load "$2" || got=; out "$1" "$got"; }
+# The numeric owner of $1 (not following a symlink), as `ls -n` shows it.
+# shellcheck disable=SC2046  # split into ls's fields on purpose, with globbing off
+owner_of() { set -f; set -- $(ls -ldn "$1" 2>/dev/null); set +f; printf '%s' "${3-}"; }
+# True when $1 is a directory (not a symlink) that only we can enter: ours, mode 0700,
+# no ACL (ls marks one with `+`).
+private_dir() {
+    [ -d "$1" ] && [ ! -L "$1" ] && [ "$(owner_of "$1")" = "$(id -u)" ] || return 1
+    case $(ls -ldn "$1" 2>/dev/null) in "drwx------ "*|"drwx------. "*|"drwx------@ "*) return 0 ;; esac
+    return 1
+}
+# Node-local, private: a socket on a shared home cannot be reached from other nodes, and
+# $XDG_RUNTIME_DIR is deleted by logind when the user's last session ends, which would
+# take the socket of a server that is meant to outlive this connection with it.
+# $run_root/labhop-UID when that is a private directory of ours; when someone else took
+# that name first (or it is a symlink, or not private), a fresh directory whose name
+# cannot be guessed. Each launch records the one it got (see rundir_of).
+run_base() {
+    d=$run_root/labhop-$(id -u)
+    mkdir -m 700 "$d" 2>/dev/null
+    [ -d "$d" ] && [ ! -L "$d" ] && [ "$(owner_of "$d")" = "$(id -u)" ] && chmod 700 "$d" 2>/dev/null
+    private_dir "$d" && { printf '%s' "$d"; return 0; }
+    d=$(mktemp -d "$run_root/labhop-$(id -u).XXXXXXXX" 2>/dev/null) || {
+        d=$run_root/labhop-$(id -u).$(od -A n -N 8 -t x1 /dev/urandom 2>/dev/null | tr -d ' \n')
+        mkdir -m 700 "$d" 2>/dev/null || return 1
+    }
+    private_dir "$d" || return 1
+    printf '%s' "$d"
+}
+# Sets $rundir to the run directory the server of state $1 recorded (launches before
+# labhop recorded it used the usual one). Only a directory right under $run_root named
+# like ours is believed.
+rundir_of() {
+    base=$run_root/labhop-$(id -u)
+    load "$1/rundir" || got=
+    case $got in "$base"|"$base".*) rundir=$got ;; *) rundir=$base ;; esac
+    case ${rundir#"$base"} in *"/"*|*"$nl"*) rundir=$base ;; esac
+}
+# Remove what server $2 (of state $1) left in its run directory: its Jupyter runtime dir
+# (cookie secret, connection files), and the directory itself when it was a fallback.
+drop_rundir() {
+    case $2 in ""|*/*|.|..) return 0 ;; esac
+    rundir_of "$1"
+    rm -rf "$rundir/$2.rt"
+    [ "$rundir" = "$run_root/labhop-$(id -u)" ] || rmdir "$rundir" 2>/dev/null
+    return 0
+}
+# Sets $resolved to path $1 with a leading ~ expanded (a variable, not printed: $(...)
+# would strip a newline that ends the name).
+expand_path() {
+    # shellcheck disable=SC2088  # a literal ~ as the user typed it, expanded here
+    case $1 in
+        "~") resolved=$HOME ;;
+        "~/"*) resolved=$HOME/${1#"~/"} ;;
+        *) resolved=$1 ;;
+    esac
+}
+# A path typed as ~/x on the laptop arrives expanded with the laptop's home; if that does
+# not exist here, read it relative to this home instead. Sets $resolved.
+remote_path() {
+    expand_path "$1"
+    if [ ! -e "$resolved" ] && [ -n "$local_home" ]; then
+        case $resolved in
+            "$local_home"/*) alt="$HOME/${resolved#"$local_home"/}"; [ -e "$alt" ] && resolved=$alt ;;
+        esac
+    fi
+}
+# True when pid $1 is alive and proven to be the server with id $2 whose state directory
+# is $3: its environment holds the id or, where that cannot be read (no /proc: macOS,
+# BSD), its start time is the one recorded at launch ($3/start). Without proof, no: a
+# PID reused by another process must never be signalled.
+is_ours() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+    # A killed server whose parent has not reaped it yet is a zombie: dead, not ours.
+    if [ -r "$proc_dir/$1/stat" ]; then
+        case $(sed 's/.*) //' "$proc_dir/$1/stat" 2>/dev/null) in Z*|X*) return 1 ;; esac
+    else
+        case $(ps -o stat= -p "$1" 2>/dev/null) in *Z*) return 1 ;; esac
+    fi
+    if [ -r "$proc_dir/$1/environ" ]; then
+        tr '\0' '\n' < "$proc_dir/$1/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$2"
+        return
+    fi
+    [ -n "${3:-}" ] || return 1
+    started=$(read_file "$3/start")
+    [ -n "$started" ] && [ "$(proc_start "$1")" = "$started" ]
+}
+read_file() { [ -f "$1" ] && cat "$1" 2>/dev/null; }
+# When process $1 started (clock ticks since boot, or ps's start time without /proc):
+# a PID plus its start time names one process, even after the PID is reused.
+proc_start() {
+    if [ -r "$proc_dir/$1/stat" ]; then
+        sed 's/.*) //' "$proc_dir/$1/stat" 2>/dev/null | cut -d' ' -f20
+    else
+        ps -o lstart= -p "$1" 2>/dev/null | tr -s ' ' '_'
+    fi
+}
+# The owner session recorded in $1/owner ("PID START"), if that process still runs.
+live_owner() {
+    # shellcheck disable=SC2046  # split on purpose; owner_script wrote "PID START" there
+    set -- $(read_file "$1/owner")
+    [ -n "${1:-}" ] && [ -n "${2:-}" ] && [ "$(proc_start "$1")" = "$2" ] && printf '%s' "$1"
+}
+# End the owner session of state $1: after a network drop its sshd never learns that the
+# connection died, so it would stay on this host for hours.
+end_owner() {
+    p=$(live_owner "$1") || return 0
+    [ "$p" = "$$" ] || kill -TERM "$p" 2>/dev/null
+}
+# The backend that runs the server of state entry $1, as its launch wrote it ("host" for
+# entries of labhop 0.1, which wrote none). Scripts that read every backend's entries hold
+# each known backend's `alive_KIND`, `where_KIND` and `describe_KIND` (remote/compose.py composes
+# them in, and lists their kinds in `$kinds`).
+entry_kind() { k=$(read_file "$1/backend"); printf '%s' "${k:-host}"; }
+known_kind() { case " $kinds " in *" $1 "*) return 0 ;; esac; return 1; }
+# Refuse to replace entry $1 when a live server of another backend than $2 holds it.
+refuse_other_kind() {
+    k=$(entry_kind "$1")
+    [ "$k" = "$2" ] && return 0
+    # A backend this labhop does not know (a newer labhop's) may be alive: keep out.
+    known_kind "$k" || fail "$exit_state_unusable" "'$name' belongs to a labhop backend this version does not know ($k); pick another --name"
+    if "alive_$k" "$1"; then
+        fail "$exit_state_unusable" "'$name' already runs $("where_$k" "$1"); use labhop attach for it, or pick another --name"
+    fi
+}
+log_tail() { log_begin; tail -n "$log_lines" "$1" 2>/dev/null; }

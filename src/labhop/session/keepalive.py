@@ -1,0 +1,126 @@
+"""Keeping an attached session alive: notice a dead connection, reconnect with backoff on
+the same local port (or a new one, said in one line), and notice a server that ended
+behind the tunnel (stopped elsewhere, culled, crashed, or a job at its walltime).
+
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+from labhop.backends.base import Backend, Server
+from labhop.errors import ServerExitedError, SSHError
+from labhop.session.readiness import log_tail, require_alive
+from labhop.session.tunnel import LocalTunnel, forward_fields, forward_line
+from labhop.ssh.connection import Connection
+from labhop.ui import UI
+
+_LOGGER = logging.getLogger(__name__)
+
+
+LIVENESS_CHECK_S = 2.0
+
+
+# Capped low: once the network is back, the tunnel should be back within seconds.
+RECONNECT_BACKOFF_S = (1, 2, 3, 5)
+
+
+# How often a running session looks at the server (or job) behind the tunnel.
+SERVER_CHECK_S = 15.0
+
+
+WALLTIME_WARNING_S = 600
+
+
+@dataclass
+class KeepAlive:
+    conn: Connection
+    backend: Backend
+    tunnel: LocalTunnel
+    ui: UI
+    host: str
+    url: Callable[[], str]
+    # What else must be restored once connected again (the ownership mark).
+    on_reconnected: Callable[[], None]
+    walltime_warned: bool = False
+
+    def run(self, server: Server) -> NoReturn:
+        """Until the server ends (ServerExitedError) or a signal interrupts."""
+        next_server_check = time.monotonic() + SERVER_CHECK_S
+        while True:
+            time.sleep(LIVENESS_CHECK_S)
+            try:
+                if not self._connected():
+                    self.reconnect(server)
+                if time.monotonic() >= next_server_check:
+                    next_server_check = time.monotonic() + SERVER_CHECK_S
+                    self._check_health(server)
+            except SSHError as exc:
+                # A check that was under way when the network dropped fails once the
+                # master gives up; that is a lost connection, not a reason to quit.
+                _LOGGER.debug("check failed: %s", exc)
+                if not self._connected():
+                    self.reconnect(server)
+
+    def _connected(self) -> bool:
+        return self.tunnel.holds() and self.conn.is_alive()
+
+    def _check_health(self, server: Server) -> None:
+        health = self.backend.health(server)
+        if not health.alive:
+            raise ServerExitedError(self.backend.ended_message(server, self.host),
+                                    details=log_tail(self.backend, server))
+        left = health.time_left_s
+        if left is not None and left <= WALLTIME_WARNING_S and not self.walltime_warned:
+            self.walltime_warned = True
+            self.ui.warn(self.backend.ending_soon_message(left))
+
+    def reconnect(self, server: Server) -> None:
+        self.ui.warn(f"lost the connection to {self.host}; the server keeps running there. "
+                     "Reconnecting…")
+        self.ui.event("reconnecting", host=self.host)
+        self.tunnel.close()
+        attempt = 0
+        while True:
+            delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+            attempt += 1
+            self._countdown(delay, attempt)
+            try:
+                self.conn.reopen()
+                require_alive(self.backend, server,
+                              f"reconnected to {self.host}, but the server '{server.name}' is "
+                              "gone; the last lines of its log:")
+                forward_host, where = self.backend.forward_host(server)
+                # The whole set of forwards, the server's and each --forward, as before.
+                moved = self.tunnel.open(server.forward_target(), forward_host)
+            except SSHError as exc:
+                self.ui.warn(f"reconnect attempt {attempt} failed: {exc}")
+                continue
+            self.on_reconnected()
+            for end, old_port in moved:
+                # Someone else took the port while the connection was down: the old URL
+                # now leads to them, so the token never goes there again.
+                shown = self.url() if end.forward is None else forward_line(end, where).strip()
+                self.ui.warn(f"local port {old_port} was taken while the connection was "
+                             f"down; moved to {end.port}: {shown}")
+            self.ui.done(f"reconnected; {self.url()} works again")
+            # moved: the server's own URL changed; each --forward as it is now.
+            self.ui.event("reconnected", url=self.url(), port=self.tunnel.port,
+                          moved=any(end.forward is None for end, _ in moved),
+                          forwards=[forward_fields(end, where)
+                                    for end in self.tunnel.extra_ends])
+            return
+
+    def _countdown(self, seconds: int, attempt: int) -> None:
+        if not self.ui.interactive:
+            self.ui.info(f"reconnecting (attempt {attempt}) in {seconds} s")
+            time.sleep(seconds)
+            return
+        with self.ui.spinner(f"reconnecting (attempt {attempt}) in {seconds} s"):
+            for remaining in range(seconds, 0, -1):
+                self.ui.step(f"reconnecting (attempt {attempt}) in {remaining} s")
+                time.sleep(1)

@@ -1,0 +1,44 @@
+"""`ssh -O`: talking to a ControlMaster (check, forward, cancel, exit).
+
+Small on purpose: the guard imports it, and a guard should start quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from labhop.ssh import proc
+
+# labhop's own master ends this long after its last user is gone, if nothing else ended it
+# (every labhop that used it was killed outright, watchdogs included).
+MASTER_SAFETY_PERSIST_S = 30
+
+
+def control_argv(ssh: str, control_path: Path | str, command: str, host: str) -> list[str]:
+    """`ssh -O COMMAND`: talks only to the master, so it reads no ssh config at all (a
+    config deleted since, or one with LocalForward lines, must not change what it does)."""
+    return [ssh, "-F", os.devnull, "-S", str(control_path), "-O", command, "--", host]
+
+
+def master_alive(ssh: str, control_path: Path | str, host: str) -> bool:
+    return (os.path.exists(control_path)
+            and master_pid(control_argv(ssh, control_path, "check", host)) != 0)
+
+
+def master_pid(check_argv: list[str]) -> int:
+    """The PID `ssh -O check` reports ("Master running (pid=N)"), 0 if none answers."""
+    result = proc.run(check_argv, timeout=15)
+    match = re.search(r"pid=(\d+)", result.stderr)
+    return int(match.group(1)) if result.returncode == 0 and match else 0
+
+
+def cancel_forward(*, ssh: str, control_path: str, spec: str, host: str) -> None:
+    """Remove one forward of labhop's from a master (its own or the user's), and only it.
+
+    One spec per call: `ssh -O cancel` with several stops at the first it cannot cancel.
+    """
+    if os.path.exists(control_path):
+        cancel = control_argv(ssh, control_path, "cancel", host)
+        proc.run([*cancel[:-2], "-L", spec, *cancel[-2:]], timeout=15)

@@ -1,0 +1,87 @@
+"""The locks that count the users of labhop's shared master, and giving one share back.
+
+Each command holds a shared lock on `KEY.users` for as long as it uses the master (through
+its guard); creating the master and deciding to close it happen under an exclusive
+`KEY.lock`. The last command out closes the master unless it was opened with `--persist`.
+Small on purpose: the guard imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from pathlib import Path
+
+from labhop.ssh import proc
+from labhop.ssh.control import control_argv
+
+try:
+    import fcntl
+except ImportError:  # Windows, which never multiplexes and so never locks
+    fcntl = None  # type: ignore[assignment]
+
+
+def _open_lock(path: Path | str) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _lock(fd: int, *, exclusive: bool, blocking: bool = True) -> bool:
+    """flock(2) `fd`; False if `blocking` is off and someone else holds a conflicting lock.
+
+    flock locks belong to the open file, so a guard that inherits the descriptor holds
+    the lock for its labhop, and the kernel drops it when the last holder is gone.
+    """
+    assert fcntl is not None, "locks are only used where ssh multiplexes (not Windows)"
+    kind = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    try:
+        fcntl.flock(fd, kind | (0 if blocking else fcntl.LOCK_NB))
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        raise
+    return True
+
+
+def release_master(users_fd: int, *, ssh: str, control_path: str, host: str,
+                   create_lock: str, users_lock: str) -> None:
+    """Give up one command's share of labhop's master; the last one out closes it.
+
+    Without lock files (a master of one command's own) the master is closed at once.
+    Runs in `labhop.ssh.guard`, after labhop has gone.
+    """
+    if not create_lock:
+        _close_master(ssh, control_path, host)
+        return
+    create_fd = _open_lock(create_lock)
+    try:
+        _lock(create_fd, exclusive=True)
+        if users_fd >= 0:
+            os.close(users_fd)
+        check_fd = _open_lock(users_lock)
+        try:
+            if not _lock(check_fd, exclusive=True, blocking=False):
+                return  # another labhop still uses it
+            # A --persist master is ControlPersist's to end; one it already ended only
+            # leaves its log and record behind.
+            if _persist_of(control_path) == 0 or not os.path.exists(control_path):
+                _close_master(ssh, control_path, host)
+        finally:
+            os.close(check_fd)
+    finally:
+        os.close(create_fd)
+
+
+def _persist_of(control_path: str) -> int:
+    try:
+        return int(Path(control_path + ".persist").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _close_master(ssh: str, control_path: str, host: str) -> None:
+    if os.path.exists(control_path):
+        proc.run(control_argv(ssh, control_path, "exit", host), timeout=15)
+    for suffix in (".log", ".persist"):
+        with contextlib.suppress(OSError):
+            os.unlink(control_path + suffix)
