@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.status import Status
-    from rich.table import Table
 
 
 # show(title, headers, rows): one refresh of a table that `UI.refreshing` keeps on screen.
@@ -56,42 +55,59 @@ class UI:
     def end(self, status: int) -> None:
         """The command is over with `status` (just before the process exits)."""
 
+    # -- plain lines: written directly (rich is for the spinner and the redrawn tables) --
+    def _line(self, stream: TextIO, text: str, mark: str = "", style: str = "") -> None:
+        """One line (or several) for people, with an optional coloured mark before it.
+        On a terminal, control characters in `text` are shown escaped: what the remote
+        printed (a folder name, a log line) must never drive the terminal."""
+        terminal = _is_terminal(stream)
+        body = printable(text) if terminal else text
+        if self._status is not None and stream is self._stderr:
+            # Beside a running spinner: through its console, which keeps it in place.
+            self.err.print(f"{mark} {body}" if mark else body, markup=False,
+                           highlight=False)
+            return
+        if mark:
+            body = f"{_styled(mark, style, terminal)} {body}"
+        stream.write(body + "\n")
+        stream.flush()
+
     def step(self, message: str) -> None:
         """A step that is starting; replaces the spinner text on a terminal."""
         if self._status is not None:
-            self._status.update(f"{escape(message)}…")
+            self._status.update(f"{escape(printable(message))}…")
         elif not self.quiet:
-            self.err.print(f"[dim]•[/dim] {escape(message)}…")
+            self._line(self._stderr, f"{message}…", "•", _DIM)
 
     def done(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(f"[green]✓[/green] {escape(message)}")
+            self._line(self._stderr, message, "✓", _GREEN)
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(escape(message))
+            self._line(self._stderr, message)
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]![/yellow] {escape(message)}")
+        self._line(self._stderr, message, "!", _YELLOW)
 
     def error(self, message: str, details: str = "") -> None:
-        self.err.print(f"[bold red]labhop: error:[/bold red] {escape(message)}")
+        self._line(self._stderr, message, "labhop: error:", _BOLD_RED)
         if details:
             for line in details.rstrip().splitlines():
-                self.err.print(f"  [dim]|[/dim] {escape(line)}")
+                self._line(self._stderr, line, " |", _DIM)
 
     def check(self, ok: bool | None, label: str, detail: str, fix: str = "", *,
               width: int = 0) -> None:
         """One line of `labhop doctor` on stdout: ✓ passed, ✗ failed (and on the next line
         what to do), an en dash: not checked."""
-        mark = ("[green]✓[/green]" if ok else "[dim]\u2013[/dim]" if ok is None
-                else "[bold red]✗[/bold red]")
-        self.out.print(f"{mark} {escape(label.ljust(width))}  {escape(detail)}")
+        mark, style = (("✓", _GREEN) if ok else ("\u2013", _DIM) if ok is None
+                       else ("✗", _BOLD_RED))
+        self._line(self._stdout, f"{label.ljust(width)}  {detail}", mark, style)
         if ok is False and fix:
-            self.out.print(f"  {' ' * width}  [bold]fix:[/bold] {escape(fix)}")
+            self._line(self._stdout, f"{' ' * width}  fix: {fix}", " ")
 
     def result(self, text: str) -> None:
-        self.out.print(escape(text))
+        self._line(self._stdout, text)
 
     def raw(self, text: str) -> None:
         """Data that must reach stdout byte for byte (JSON, log lines)."""
@@ -103,7 +119,11 @@ class UI:
         """A table of results on stdout; `to_stderr` for one that only informs (progress)."""
         if to_stderr and self.quiet:
             return
-        (self.err if to_stderr else self.out).print(_table(headers, rows))
+        stream = self._stderr if to_stderr else self._stdout
+        terminal = _is_terminal(stream)
+        header, *lines = format_table(headers, rows, terminal=terminal)
+        stream.write("\n".join([_styled(header, _BOLD, terminal), *lines]) + "\n")
+        stream.flush()
 
     @contextlib.contextmanager
     def refreshing(self) -> Iterator[ShowTable]:
@@ -111,9 +131,9 @@ class UI:
         another (for logs and pipes) elsewhere."""
         if not _is_terminal(self._stdout):
             def show_next(title: str, headers: list[str], rows: list[list[str]]) -> None:
-                self.out.print(escape(title))
-                self.out.print(_table(headers, rows))
-                self.out.print()
+                self.result(title)
+                self.table(headers, rows)
+                self.raw("\n")
 
             yield show_next
             return
@@ -123,7 +143,8 @@ class UI:
 
         with Live(console=self.out, auto_refresh=False) as live:
             def show_again(title: str, headers: list[str], rows: list[list[str]]) -> None:
-                live.update(Group(Text(title, style="dim"), _table(headers, rows)),
+                text = "\n".join(format_table(headers, rows, terminal=True))
+                live.update(Group(Text(printable(title), style="dim"), Text(text)),
                             refresh=True)
 
             yield show_again
@@ -135,7 +156,7 @@ class UI:
             self.step(message)
             yield
             return
-        with self.err.status(f"{escape(message)}…") as status:
+        with self.err.status(f"{escape(printable(message))}…") as status:
             self._status = status
             try:
                 yield
@@ -236,12 +257,43 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> Table:
-    from rich.table import Table
+_DIM, _GREEN, _YELLOW, _BOLD, _BOLD_RED = "2", "32", "33", "1", "1;31"
+# C0 controls but newline and tab, DEL, and C1 controls: shown, never sent to a terminal.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x00, 0x09), *range(0x0B, 0x20),
+                                                   *range(0x7F, 0xA0))}
 
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for header in headers:
-        table.add_column(header, overflow="fold")
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
-    return table
+
+def printable(text: str) -> str:
+    """`text` with every control character that could drive a terminal (escape sequences,
+    OSC 52 clipboard writes, title changes, a carriage return that hides what came
+    before) written as `\\xNN`; newline and tab stay."""
+    return text.translate(_CONTROL)
+
+
+def _styled(text: str, style: str, terminal: bool) -> str:
+    if not terminal or not style or os.environ.get("NO_COLOR"):
+        return text
+    return f"\x1b[{style}m{text}\x1b[0m"
+
+
+def _width(text: str) -> int:
+    """How many columns `text` takes on a terminal (East Asian wide characters take two)."""
+    if text.isascii():
+        return len(text)
+    import unicodedata  # only for text that is not ASCII
+
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def format_table(headers: list[str], rows: list[list[str]], *,
+                 terminal: bool = False) -> list[str]:
+    """The lines of a table: left-aligned columns two spaces apart, the headers first.
+    On a terminal each cell is made printable first (see `printable`)."""
+    clean = [[printable(cell) if terminal else cell for cell in row] for row in rows]
+    widths = [max([_width(header), *(_width(row[index]) for row in clean if index < len(row))])
+              for index, header in enumerate(headers)]
+    lines = []
+    for row in [headers, *clean]:
+        cells = [cell + " " * (widths[index] - _width(cell)) for index, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    return lines

@@ -86,7 +86,7 @@ def test_the_connection_key_is_the_ssh_g_result() -> None:
 # -- who closes a shared master -------------------------------------------------------------
 def share(tmp_path: Path) -> int:
     fd = os.open(tmp_path / "m.users", os.O_RDWR | os.O_CREAT, 0o600)
-    assert locks._lock(fd, exclusive=False)
+    assert locks.lock(fd, exclusive=False)
     return fd
 
 

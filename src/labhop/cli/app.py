@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import logging
 
 import click
 from click.shell_completion import CompletionItem
 
-from labhop import __version__
+from labhop import __version__, debuglog
 from labhop.cli.registry import COMMANDS, with_command
 
 EXIT_CODES_HELP = """\b
@@ -72,7 +71,7 @@ class LabhopGroup(click.Group):
 
                 items += completion.host_items(incomplete)
         except Exception:  # completion must never fail; commands are still offered
-            logging.getLogger(__name__).debug("completion failed", exc_info=True)
+            debuglog.get(__name__).debug("completion failed", exc_info=True)
         return items
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -19,10 +19,11 @@ class _RedactTokens(logging.Filter):
         return True
 
 
-def setup_logging(debug: bool) -> None:
+def setup_logging() -> None:
+    """Debug lines on stderr, tokens redacted (see labhop.debuglog, which feeds them)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("debug %(name)s: %(message)s"))
     handler.addFilter(_RedactTokens())
     root = logging.getLogger("labhop")
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    root.setLevel(logging.DEBUG)

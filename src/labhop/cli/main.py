@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from labhop import __version__
 from labhop.cli.registry import COMMANDS, SESSION_COMMANDS, with_command
 
+# Not typing.TYPE_CHECKING: importing typing alone costs a quarter of Python's own start.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any, NoReturn
@@ -50,11 +51,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _run(args: list[str], jupyter_args: list[str], *, show_traceback: bool) -> int:
-    import logging
-
     import click
 
-    from labhop.cli import app, logs_setup
+    from labhop import debuglog
+    from labhop.cli import app
 
     if COMPLETION_VARIABLE in os.environ:
         from labhop.cli import completion  # noqa: F401 -- registers labhop's bash script
@@ -62,7 +62,12 @@ def _run(args: list[str], jupyter_args: list[str], *, show_traceback: bool) -> i
     from labhop.ui import UI, JsonUI
 
     debug = "--debug" in args
-    logs_setup.setup_logging(debug)
+    debuglog.set_enabled(debug)
+    if debug:
+        from labhop.cli import logs_setup
+
+        logs_setup.setup_logging()
+    log = debuglog.get("labhop")
     obj: dict[str, Any] = {"jupyter_args": jupyter_args}
     # The command's own UI once it has one (see shared.session_ui); before that (a bad
     # option), a --json session's errors are JSON too.
@@ -75,8 +80,7 @@ def _run(args: list[str], jupyter_args: list[str], *, show_traceback: bool) -> i
     except click.ClickException as exc:
         status = _click_error(obj.get("ui", fallback), exc, args[0] if args else "")
     except LabhopError as exc:
-        if debug:
-            logging.getLogger("labhop").exception("traceback")
+        log.debug("traceback", exc_info=True)
         obj.get("ui", fallback).error(str(exc), exc.details)
         status = exc.status
     except KeyboardInterrupt:
@@ -84,7 +88,7 @@ def _run(args: list[str], jupyter_args: list[str], *, show_traceback: bool) -> i
     except Exception as exc:  # the last line of defence: a bug, said in one line
         if show_traceback:
             raise
-        logging.getLogger("labhop").debug("internal error", exc_info=True)
+        log.debug("internal error", exc_info=True)
         summary = " ".join(str(exc).split()) or "no message"
         obj.get("ui", fallback).error(
             f"internal error: {type(exc).__name__}: {summary[:300]} (run again with "

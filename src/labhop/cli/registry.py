@@ -6,7 +6,9 @@ doctor or rich's tables it does not draw.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False  # not typing's: see cli/main.py
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # name -> (module, the click command in it); the order is `labhop --help`'s.
 COMMANDS: dict[str, tuple[str, str]] = {

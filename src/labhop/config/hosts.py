@@ -5,17 +5,16 @@ config.toml's `[hosts.NAME]` tables, for completion. Reads files only; never con
 from __future__ import annotations
 
 import glob
-import logging
 import os
 import re
 import shlex
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from labhop import model
+from labhop import debuglog, model
 from labhop.config import profiles
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = debuglog.get(__name__)
 
 
 # ssh's own limit on nested Include (READCONF_MAX_DEPTH in readconf.c).

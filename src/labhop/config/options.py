@@ -19,14 +19,13 @@ No click in here: `cli` says what was typed (`Given`), this module decides the r
 
 from __future__ import annotations
 
-import logging
 import re
 import shlex
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labhop import gpus, model
+from labhop import debuglog, model
 from labhop.config import profiles
 from labhop.errors import CommandLineError, ConfigError, LabhopError
 from labhop.model import (
@@ -39,7 +38,7 @@ from labhop.model import (
     parse_forward,
 )
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = debuglog.get(__name__)
 
 
 COMMAND_LINE = "command line"
@@ -213,6 +212,8 @@ def _gpus(value: object) -> str:
     if not text.strip():
         return ""
     try:
+        from labhop import gpus  # noqa: PLC0415 -- only a command given --gpus pays
+
         gpus.parse_gpu_selection(text)
     except ConfigError as exc:
         raise _Bad(_after(exc, f"bad --gpus {text!r}: ")) from None

@@ -15,7 +15,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 from labhop.remote.protocol import HOST_PLACEHOLDER, Exit, Keys
 from labhop.remote.squeue import LIVE_STATES
@@ -90,7 +90,9 @@ def body(name: str) -> str:
     """The text of one file of remote/sh."""
     if name not in SHELL_FILE_NAMES:
         raise ValueError(f"not a file of remote/sh: {name!r}")
-    return (resources.files("labhop.remote") / "sh" / name).read_text(encoding="utf-8")
+    # Beside this file, in the package (not importlib.resources: its import alone costs
+    # more than reading every file).
+    return (Path(__file__).parent / "sh" / name).read_text(encoding="utf-8")
 
 
 def assign(**values: object) -> str:

@@ -6,12 +6,12 @@ behind the tunnel (stopped elsewhere, culled, crashed, or a job at its walltime)
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from labhop import debuglog
 from labhop.backends.base import Backend, Server
 from labhop.errors import ServerExitedError, SSHError
 from labhop.session.readiness import log_tail, require_alive
@@ -19,7 +19,7 @@ from labhop.session.tunnel import LocalTunnel, forward_fields, forward_line
 from labhop.ssh.connection import Connection
 from labhop.ui import UI
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = debuglog.get(__name__)
 
 
 LIVENESS_CHECK_S = 2.0

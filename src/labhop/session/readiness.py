@@ -11,18 +11,18 @@ hangs up on every connection means sshd refuses Unix-socket forwarding.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from labhop import debuglog
 from labhop.backends.base import Backend, Server, Status
 from labhop.errors import LabhopError, ServerExitedError, SSHError, StartTimeoutError
 from labhop.session import server_api
 from labhop.session.tunnel import LocalTunnel
 from labhop.ui import UI
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = debuglog.get(__name__)
 
 
 # How long a stream-local forward may keep failing after the socket exists before we

@@ -8,9 +8,10 @@ traffic, and the token goes in a header, never in a URL that could be logged.
 from __future__ import annotations
 
 import http.client
-import logging
 
-_LOGGER = logging.getLogger(__name__)
+from labhop import debuglog
+
+_LOGGER = debuglog.get(__name__)
 
 
 def _request(port: int, token: str, method: str, path: str, timeout: float) -> tuple[int, bytes]:

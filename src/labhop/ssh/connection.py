@@ -22,23 +22,23 @@ guard, so Ctrl+C, SIGTERM, SIGHUP or kill -9 of any command leaves nothing behin
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from labhop import oscompat
-from labhop.ssh import ports, proc
+from labhop import debuglog, oscompat
+from labhop.ssh import locks, ports, proc
 from labhop.ssh.control import MASTER_SAFETY_PERSIST_S, master_alive
 from labhop.ssh.failures import classify_failure
-from labhop.ssh.locks import _lock, _open_lock
+from labhop.ssh.guard_protocol import GUARD_DONE
+from labhop.ssh.locks import lock, open_lock
 from labhop.ssh.signals import InterruptPolicy
 from labhop.ssh.target import Resolved, Target, default_options, describe, resolve, ssh_binary
 from labhop.ssh.transport import DirectTransport, MuxTransport, RemoteScript, Transport
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = debuglog.get(__name__)
 
 
 # How long a command waits for its guard to finish the cleanup on exit.
@@ -112,6 +112,10 @@ class Connection:
         self._transport: Transport | None = None
         self.master_kind = ""  # "user", "shared", "private" or "" (no multiplexing)
         self._guards: list[subprocess.Popen[str]] = []
+        # What the guard would give back (see close): the master to release and how, and
+        # this command's share of it (the same open file as the guard's copy).
+        self._release: dict[str, str] | None = None
+        self._users_fd = -1
 
     # -- what commands use ---------------------------------------------------------------
     @property
@@ -155,12 +159,22 @@ class Connection:
             self._acquire_master()
 
     def close(self) -> None:
-        """Give back the connection and remove the run directory (through the guards)."""
-        for guard in reversed(self._guards):
-            proc.release(guard, timeout=GUARD_EXIT_TIMEOUT_S)
-        if not self._guards and self.run_dir is not None:
+        """Give back the connection and remove the run directory.
+
+        At a normal exit the command does it itself and tells its guard so, without
+        waiting for it: a short command should not pay for a process it never needed.
+        Only the last one out waits, for closing the master. The guard is what does it
+        all when the command is killed before it gets here.
+        """
+        if self._release is not None:
+            locks.release_master(self._users_fd, **self._release)
+            self._users_fd = -1
+        if self.run_dir is not None:
             ports.remove_run_dir(self.run_dir)
+        for guard in reversed(self._guards):
+            proc.dismiss(guard, GUARD_DONE)
         self._guards.clear()
+        self._release = None
 
     # -- masters -------------------------------------------------------------------------
     def _user_control_path(self) -> str:
@@ -186,6 +200,9 @@ class Connection:
             if not self._guards:
                 self._spawn_guard("--release-master", self.ssh, str(control_path),
                                   self.target.host, "", "")
+                self._release = {"ssh": self.ssh, "control_path": str(control_path),
+                                 "host": self.target.host, "create_lock": "",
+                                 "users_lock": ""}
             if not master_alive(self.ssh, control_path, self.target.host):
                 self._open_master(control_path)
             self._use_master(control_path, "private")
@@ -194,24 +211,29 @@ class Connection:
         create_lock, users_lock = f"{control_path}.lock", f"{control_path}.users"
         if self.master_kind != "shared":
             # Our share of the master, handed to the guard, which gives it back at the end.
-            users_fd = _open_lock(users_lock)
+            users_fd = open_lock(users_lock)
             try:
-                _lock(users_fd, exclusive=False)
+                lock(users_fd, exclusive=False)
                 self._spawn_guard("--release-master", self.ssh, str(control_path),
                                   self.target.host, create_lock, users_lock,
                                   "--users-fd", str(users_fd), pass_fds=(users_fd,))
-            finally:
+            except BaseException:
                 os.close(users_fd)
+                raise
+            self._users_fd = users_fd
+            self._release = {"ssh": self.ssh, "control_path": str(control_path),
+                             "host": self.target.host, "create_lock": create_lock,
+                             "users_lock": users_lock}
         self._open_shared_master(control_path, create_lock)
         self._use_master(control_path, "shared")
 
     def _open_shared_master(self, control_path: Path, create_lock: str) -> None:
-        create_fd = _open_lock(create_lock)
+        create_fd = open_lock(create_lock)
         try:
-            if not _lock(create_fd, exclusive=True, blocking=False):
+            if not lock(create_fd, exclusive=True, blocking=False):
                 self.progress(f"waiting for another labhop to finish logging in to "
                               f"{self.target.host}")
-                _lock(create_fd, exclusive=True)
+                lock(create_fd, exclusive=True)
             if master_alive(self.ssh, control_path, self.target.host):
                 _LOGGER.debug("reusing labhop's master at %s", control_path)
                 return

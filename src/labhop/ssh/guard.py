@@ -8,9 +8,10 @@ child and ends it at EOF on that pipe, that is once labhop has exited, crashed o
 killed with SIGKILL; it exits itself when ARGV exits. Then it cancels the labhop's forwards
 in a shared master (one --cancel-forward each: the whole set that labhop added), gives up
 the labhop's share of the connection (`connection.release_master`: the last one out
-closes labhop's master) and removes the labhop's run directory. labhop closes the pipe
-itself on a normal exit and waits for the guard, so every exit, clean or not, goes
-through this one path.
+closes labhop's master) and removes the labhop's run directory. At a normal exit labhop
+does that itself and says so on the pipe before it closes it (`GUARD_DONE`): then the
+guard only ends ARGV, and labhop need not wait for it. Any other end of the pipe is a
+labhop that died, and the guard cleans up after it.
 
 It only ever signals its own child, which it has not reaped yet: that PID cannot have
 been reused by another process.
@@ -30,6 +31,7 @@ import threading
 from labhop import oscompat
 from labhop.ssh import locks, proc
 from labhop.ssh.control import cancel_forward
+from labhop.ssh.guard_protocol import GUARD_DONE
 
 _TERMINATE_WAIT_S = 3.0
 
@@ -54,10 +56,10 @@ def _ignore_stop_signals() -> None:
             signal.signal(signum, signal.SIG_IGN)
 
 
-def _watch_stdin(gone: threading.Event) -> None:
+def _watch_stdin(gone: threading.Event, said: bytearray) -> None:
     with contextlib.suppress(OSError, ValueError):
-        while sys.stdin.buffer.read(4096):
-            pass
+        while chunk := sys.stdin.buffer.read(4096):
+            said += chunk[:64]
     gone.set()
 
 
@@ -82,20 +84,28 @@ def main(args: list[str] | None = None) -> int:
     options = _parser().parse_args(args)
     _ignore_stop_signals()
     gone = threading.Event()
-    threading.Thread(target=_watch_stdin, args=(gone,), daemon=True).start()
+    said = bytearray()
+    threading.Thread(target=_watch_stdin, args=(gone, said), daemon=True).start()
     try:
         status = _supervise(options.argv, gone)
     finally:
-        for ssh_binary, control_path, spec, host in options.cancel_forward:
-            cancel_forward(ssh=ssh_binary, control_path=control_path, spec=spec, host=host)
-        if options.release_master:
-            ssh, control_path, host, create_lock, users_lock = options.release_master
-            locks.release_master(
-                options.users_fd, ssh=ssh, control_path=control_path, host=host,
-                create_lock=create_lock, users_lock=users_lock)
-        for path in options.rmtree:
-            shutil.rmtree(path, ignore_errors=True)
+        if not said.startswith(GUARD_DONE.encode()):  # else the command cleaned up itself
+            _clean_up(options)
     return status
+
+
+def _clean_up(options: argparse.Namespace) -> None:
+    """What the labhop did not undo itself: its forwards, its share of the master, its
+    run directory."""
+    for ssh_binary, control_path, spec, host in options.cancel_forward:
+        cancel_forward(ssh=ssh_binary, control_path=control_path, spec=spec, host=host)
+    if options.release_master:
+        ssh, control_path, host, create_lock, users_lock = options.release_master
+        locks.release_master(
+            options.users_fd, ssh=ssh, control_path=control_path, host=host,
+            create_lock=create_lock, users_lock=users_lock)
+    for path in options.rmtree:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ except ImportError:  # Windows, which never multiplexes and so never locks
     fcntl = None  # type: ignore[assignment]
 
 
-def _open_lock(path: Path | str) -> int:
+def open_lock(path: Path | str) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
-def _lock(fd: int, *, exclusive: bool, blocking: bool = True) -> bool:
+def lock(fd: int, *, exclusive: bool, blocking: bool = True) -> bool:
     """flock(2) `fd`; False if `blocking` is off and someone else holds a conflicting lock.
 
     flock locks belong to the open file, so a guard that inherits the descriptor holds
@@ -48,19 +48,23 @@ def release_master(users_fd: int, *, ssh: str, control_path: str, host: str,
     """Give up one command's share of labhop's master; the last one out closes it.
 
     Without lock files (a master of one command's own) the master is closed at once.
-    Runs in `labhop.ssh.guard`, after labhop has gone.
+    Runs in the command itself at a normal exit, else in `labhop.ssh.guard` after labhop
+    has gone. `users_fd` shares its open file with the guard's copy, so unlocking it ends
+    the share for both.
     """
     if not create_lock:
         _close_master(ssh, control_path, host)
         return
-    create_fd = _open_lock(create_lock)
+    create_fd = open_lock(create_lock)
     try:
-        _lock(create_fd, exclusive=True)
+        lock(create_fd, exclusive=True)
         if users_fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(users_fd, fcntl.LOCK_UN)
             os.close(users_fd)
-        check_fd = _open_lock(users_lock)
+        check_fd = open_lock(users_lock)
         try:
-            if not _lock(check_fd, exclusive=True, blocking=False):
+            if not lock(check_fd, exclusive=True, blocking=False):
                 return  # another labhop still uses it
             # A --persist master is ControlPersist's to end; one it already ended only
             # leaves its log and record behind.

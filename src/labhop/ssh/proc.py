@@ -10,7 +10,6 @@ the user pressed Ctrl+C.
 from __future__ import annotations
 
 import contextlib
-import logging
 import shlex
 import subprocess
 import sys
@@ -19,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from labhop import oscompat
+from labhop import debuglog, oscompat
 
-_LOGGER = logging.getLogger(__name__)
+_LOGGER = debuglog.get(__name__)
 
 
 def _session(detached: bool) -> dict[str, object]:
@@ -181,6 +180,15 @@ def lines_until(child: subprocess.Popen[str], wanted: str, *,
     reader.start()
     reader.join(timeout)
     return found.is_set(), list(lines)
+
+
+def dismiss(child: subprocess.Popen[str], message: str) -> None:
+    """Say `message` on a spawned child's lifeline and close it, without waiting: the
+    child ends by itself (see ssh.guard), after this process is gone if need be."""
+    if child.stdin is not None and not child.stdin.closed:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            child.stdin.write(message)
+            child.stdin.close()
 
 
 def release(child: subprocess.Popen[str], *, timeout: float = 5.0) -> None:

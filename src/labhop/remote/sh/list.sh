@@ -4,8 +4,10 @@
 # shellcheck disable=SC2154
 describe() {
     state=$1; entry=${state##*/}
-    pid=$(read_file "$state/pid"); id=$(read_file "$state/id")
-    kind=$(entry_kind "$state")
+    file_into pid "$state/pid"
+    file_into id "$state/id"
+    file_into kind "$state/backend"
+    kind=${kind:-host}  # entries of labhop 0.1 wrote no backend (see entry_kind)
     # A backend this labhop does not know (a newer labhop's): neither shown nor cleaned.
     known_kind "$kind" || return 0
     if ! "alive_$kind" "$state"; then
@@ -22,7 +24,8 @@ describe() {
     out kind "$kind"
     out pid "$pid"
     out_file endpoint "$state/endpoint"
-    out node "$(read_file "$state/node")"
+    file_into node "$state/node"
+    out node "$node"
     out_file root "$state/root"
     if live_owner "$state" >/dev/null; then
         out_file owner "$state/owner-client"
@@ -30,13 +33,25 @@ describe() {
         out owner ""
     fi
     "describe_$kind" "$state"
-    [ "$with_token" = 1 ] && out token "$(read_file "$state/token")"
-    out record "$(head -n 1 "$state/launch.json" 2>/dev/null)"
+    if [ "$with_token" = 1 ]; then file_into token "$state/token"; out token "$token"; fi
+    fl_line=
+    { IFS= read -r fl_line || :; } < "$state/launch.json" 2>/dev/null
+    out record "$fl_line"
     out end "$entry"
 }
 main() {
     root=$(state_root)
     [ -d "$root" ] || exit 0
+    if [ "$with_kernels" = 1 ]; then
+        # Every server's kernels in one pass over the process table (see count_kernels).
+        # shellcheck disable=SC2034  # read by make_kernel_table (host_entry.sh)
+        kernel_parents=
+        for state in "$root"/*; do
+            file_into kp_pid "$state/pid"
+            kernel_parents="$kernel_parents $kp_pid"
+        done
+        make_kernel_table
+    fi
     for state in "$root"/*; do
         [ -d "$state" ] || continue
         if [ -n "$name" ] && [ "${state##*/}" != "$name" ]; then continue; fi

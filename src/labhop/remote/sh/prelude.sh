@@ -13,7 +13,8 @@ nl='
 # The protocol (see parse_output): `out KEY VALUE` prints `labhop:KEY=VALUE` on a line of
 # its own, VALUE escaped so that it is printable ASCII: every byte outside 0x20..0x7e, and
 # `%` itself, becomes %XX (two upper-case hex digits). No value can end its line, so none
-# can start a `labhop:` line of its own. Values made only of safe characters skip od/awk.
+# can start a `labhop:` line of its own. Values made only of printable ASCII other than `%`
+# (listed one by one: a range would follow the locale) need no escaping, and skip od/awk.
 # shellcheck disable=SC2016  # an awk program: awk expands its $i, not sh
 esc_awk='BEGIN { for (i = 32; i < 127; i++) c[i] = sprintf("%c", i); h = "0123456789ABCDEF" }
 { s = ""
@@ -23,9 +24,10 @@ esc_awk='BEGIN { for (i = 32; i < 127; i++) c[i] = sprintf("%c", i); h = "012345
       else s = s "%" substr(h, int(b / 16) + 1, 1) substr(h, b % 16 + 1, 1)
   }
   printf "%s", s }'
+safe_chars=' !"#$&'"'"'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\]^_`abcdefghijklmnopqrstuvwxyz{|}~'
 out() {
     case ${2-} in
-        *[!\ ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:@,+=-]*)
+        *[!"$safe_chars"]*)
             printf 'labhop:%s=' "$1"
             printf '%s' "$2" | od -A n -v -t u1 | awk "$esc_awk"
             printf '\n' ;;
@@ -54,10 +56,33 @@ save() { printf '%s\n' "$2" > "$1"; }
 load() {
     got=
     [ -f "$1" ] || return 1
-    got=$(cat "$1" 2>/dev/null; printf x)
-    got=${got%x}; got=${got%"$nl"}
+    # Builtins only (no process per file): each line joined back with its newline; the
+    # last one, which save() ended with the newline it added, needs none.
+    ld_sep=''
+    ld_line=''
+    while IFS= read -r ld_line; do
+        got=$got$ld_sep$ld_line
+        ld_sep=$nl
+        ld_line=
+    done < "$1" 2>/dev/null
+    [ -n "$ld_line" ] && got=$got$ld_sep$ld_line
+    return 0
+}
+# The fields of /proc/PID/stat after the command name (which may hold spaces and `)`):
+# state, ppid, ...; in $stat_rest, without a process.
+stat_fields() {
+    stat_rest=
+    { IFS= read -r stat_rest; } < "$proc_dir/$1/stat" 2>/dev/null || return 1
+    stat_rest=${stat_rest##*) }
 }
 out_file() { load "$2" || got=; out "$1" "$got"; }
+# Sets variable $1 (a name of ours) to what file $2 holds without its trailing newlines, as
+# `$(cat FILE)` would, but with no process: `ls` reads a dozen files a server.
+file_into() {
+    load "$2" || got=
+    while [ "${got%"$nl"}" != "$got" ]; do got=${got%"$nl"}; done
+    eval "$1=\$got"
+}
 # The numeric owner of $1 (not following a symlink), as `ls -n` shows it.
 # shellcheck disable=SC2046  # split into ls's fields on purpose, with globbing off
 owner_of() { set -f; set -- $(ls -ldn "$1" 2>/dev/null); set +f; printf '%s' "${3-}"; }
@@ -132,33 +157,58 @@ is_ours() {
     [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
     # A killed server whose parent has not reaped it yet is a zombie: dead, not ours.
     if [ -r "$proc_dir/$1/stat" ]; then
-        case $(sed 's/.*) //' "$proc_dir/$1/stat" 2>/dev/null) in Z*|X*) return 1 ;; esac
+        stat_fields "$1" && case $stat_rest in Z*|X*) return 1 ;; esac
     else
         case $(ps -o stat= -p "$1" 2>/dev/null) in *Z*) return 1 ;; esac
     fi
     if [ -r "$proc_dir/$1/environ" ]; then
-        tr '\0' '\n' < "$proc_dir/$1/environ" 2>/dev/null | grep -qx "LABHOP_SERVER_ID=$2"
-        return
+        io_env=$(tr '\0' '\n' < "$proc_dir/$1/environ" 2>/dev/null)
+        case $nl$io_env$nl in *"${nl}LABHOP_SERVER_ID=$2$nl"*) return 0 ;; esac
+        return 1
     fi
     [ -n "${3:-}" ] || return 1
-    started=$(read_file "$3/start")
-    [ -n "$started" ] && [ "$(proc_start "$1")" = "$started" ]
+    file_into started "$3/start"
+    proc_start_into "$1"
+    [ -n "$started" ] && [ "$ps_start" = "$started" ]
 }
-read_file() { [ -f "$1" ] && cat "$1" 2>/dev/null; }
+# What file $1 holds (pid, id, jobid, ...), as `cat` would print it into a $(...), read
+# with builtins: describing 20 servers must not cost a process per file.
+read_file() {
+    [ -f "$1" ] || return 1
+    rf_sep=
+    while IFS= read -r rf_line || [ -n "$rf_line" ]; do
+        printf '%s%s' "$rf_sep" "$rf_line"
+        rf_sep=$nl
+    done < "$1" 2>/dev/null
+    return 0
+}
 # When process $1 started (clock ticks since boot, or ps's start time without /proc):
 # a PID plus its start time names one process, even after the PID is reused.
-proc_start() {
-    if [ -r "$proc_dir/$1/stat" ]; then
-        sed 's/.*) //' "$proc_dir/$1/stat" 2>/dev/null | cut -d' ' -f20
-    else
-        ps -o lstart= -p "$1" 2>/dev/null | tr -s ' ' '_'
+# proc_start_into sets $ps_start to it (with /proc, without a process).
+proc_start_into() {
+    ps_start=
+    if stat_fields "$1"; then
+        set -f
+        # shellcheck disable=SC2086  # split into stat's fields on purpose
+        set -- $stat_rest
+        set +f
+        # Field 22 of stat, the start time: the 20th after the command name.
+        if [ $# -ge 20 ]; then shift 19; ps_start=$1; fi
+    elif [ ! -d "$proc_dir" ]; then
+        ps_start=$(ps -o lstart= -p "$1" 2>/dev/null | tr -s ' ' '_')
     fi
 }
+proc_start() { proc_start_into "$1"; printf '%s' "$ps_start"; }
 # The owner session recorded in $1/owner ("PID START"), if that process still runs.
 live_owner() {
-    # shellcheck disable=SC2046  # split on purpose; owner_script wrote "PID START" there
-    set -- $(read_file "$1/owner")
-    [ -n "${1:-}" ] && [ -n "${2:-}" ] && [ "$(proc_start "$1")" = "$2" ] && printf '%s' "$1"
+    file_into lo_owner "$1/owner"
+    set -f
+    # shellcheck disable=SC2086  # split on purpose; owner_script wrote "PID START" there
+    set -- $lo_owner
+    set +f
+    [ -n "${1:-}" ] && [ -n "${2:-}" ] || return 1
+    proc_start_into "$1"
+    [ "$ps_start" = "$2" ] && printf '%s' "$1"
 }
 # End the owner session of state $1: after a network drop its sshd never learns that the
 # connection died, so it would stay on this host for hours.
@@ -170,7 +220,7 @@ end_owner() {
 # entries of labhop 0.1, which wrote none). Scripts that read every backend's entries hold
 # each known backend's `alive_KIND`, `where_KIND` and `describe_KIND` (remote/compose.py composes
 # them in, and lists their kinds in `$kinds`).
-entry_kind() { k=$(read_file "$1/backend"); printf '%s' "${k:-host}"; }
+entry_kind() { file_into k "$1/backend"; printf '%s' "${k:-host}"; }
 known_kind() { case " $kinds " in *" $1 "*) return 0 ;; esac; return 1; }
 # Refuse to replace entry $1 when a live server of another backend than $2 holds it.
 refuse_other_kind() {
