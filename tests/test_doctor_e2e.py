@@ -123,10 +123,17 @@ def test_json_is_one_object_with_every_check(sshd: Sshd, nvidia_smi: Install,  #
 
 
 @pytest.mark.parametrize("case", [
-    ("venv:~/nope", f"no virtualenv at {HOME}/nope on ",
+    ("venv:~/nope", f"no virtualenv at {HOME}/nope on gpubox ",
      f"fix: create it with python3 -m venv {HOME}/nope"),
-    ("conda:nope", "conda environment 'nope' not found on ", "fix: list them with: conda env list"),
-], ids=["venv", "conda"])
+    ("conda:nope", "conda environment 'nope' not found on gpubox ",
+     "fix: list them with: conda env list"),
+    # dash's `.` of a missing file would end the script; its own words must reach the user.
+    ("cmd:. /opt/nope/setup.sh",
+     ".: cannot open /opt/nope/setup.sh",
+     "fix: check --env cmd:. /opt/nope/setup.sh"),
+    ("cmd:false", "the --env command failed on gpubox: it exited with status 1",
+     "fix: check --env cmd:false"),
+], ids=["venv", "conda", "cmd-dot", "cmd-false"])
 def test_a_missing_env_is_status_20_with_its_fix(sshd: Sshd, nvidia_smi: Install,  # noqa: F811
                                                  runtime_dir: Path,
                                                  case: tuple[str, str, str]) -> None:
@@ -136,7 +143,8 @@ def test_a_missing_env_is_status_20_with_its_fix(sshd: Sshd, nvidia_smi: Install
     assert result.rc == 20, result.stdout + result.stderr
     checks = lines(result)
     line, fix_line = checks["environment"].split("\n")
-    assert line.startswith("✗ environment") and detail in line
+    assert line.startswith("✗ environment") and detail in line, line
+    assert "{host}" not in line
     assert fix_line == fix
     assert checks["Jupyter"].startswith(f"{SKIP} Jupyter")
     # The checks that do not need the environment still ran.
@@ -170,10 +178,17 @@ def test_an_unknown_host_is_status_10_and_the_rest_is_not_checked(runtime_dir: P
 
 def test_gpus_with_and_without_nvidia_smi(sshd: Sshd, nvidia_smi: Install,  # noqa: F811
                                           runtime_dir: Path) -> None:
+    # A host without GPUs is a note: `labhop gpubox` starts there, so doctor passes.
     without = doctor(sshd, "gpubox")
-    assert without.rc == 28, without.stdout + without.stderr
-    assert marks(without) == ["✓"] * 9 + ["✗", SKIP]
-    gpu_line = lines(without)["GPUs"]
+    assert without.rc == 0, without.stdout + without.stderr
+    assert marks(without) == ["✓"] * 10 + [SKIP]
+    assert "none: gpubox has no nvidia-smi" in lines(without)["GPUs"]
+    assert without.stdout.rstrip().endswith("all checks passed")
+    # Asked for GPUs, it is a failure, with its fix.
+    asked = doctor(sshd, "gpubox", "--gpus", "0")
+    assert asked.rc == 28, asked.stdout + asked.stderr
+    assert marks(asked) == ["✓"] * 9 + ["✗", SKIP]
+    gpu_line = lines(asked)["GPUs"]
     assert "gpubox has no nvidia-smi" in gpu_line
     assert "fix: install the NVIDIA driver" in gpu_line
     assert_nothing_stayed(runtime_dir)
@@ -182,6 +197,10 @@ def test_gpus_with_and_without_nvidia_smi(sshd: Sshd, nvidia_smi: Install,  # no
     with_smi = doctor(sshd, "gpubox")
     assert with_smi.rc == 0, with_smi.stdout + with_smi.stderr
     assert "8 GPUs: 0-7 NVIDIA A100-SXM4-80GB" in lines(with_smi)["GPUs"]
+    # --gpus names a GPU the host does not have: the line names those it has.
+    wrong = doctor(sshd, "gpubox", "--gpus", "9")
+    assert wrong.rc == 28, wrong.stdout + wrong.stderr
+    assert "GPU 9" in lines(wrong)["GPUs"] or "9" in lines(wrong)["GPUs"]
     assert_nothing_stayed(runtime_dir)
 
 

@@ -89,6 +89,10 @@ def test_a_host_without_nvidia_smi_is_one_line_and_status_28(sshd: Sshd) -> None
     assert result.rc == 28
     assert result.stdout == ""
     assert "gpubox has no nvidia-smi" in one_error_line(result)
+    # For a script: an empty array on stdout, the same reason and status.
+    as_json = labhop(sshd, "gpus", "gpubox", "--json")
+    assert (as_json.rc, json.loads(as_json.stdout)) == (28, [])
+    assert "gpubox has no nvidia-smi" in one_error_line(as_json)
 
 
 def test_a_failing_driver_is_its_first_line(sshd: Sshd, nvidia_smi: Install) -> None:
@@ -97,6 +101,7 @@ def test_a_failing_driver_is_its_first_line(sshd: Sshd, nvidia_smi: Install) -> 
     assert result.rc == 28
     assert ("nvidia-smi failed on gpubox: NVIDIA-SMI has failed because it couldn't "
             "communicate with the NVIDIA driver") in one_error_line(result)
+    assert json.loads(result.stdout) == []
 
 
 def test_watch_redraws_until_ctrl_c(sshd: Sshd, nvidia_smi: Install) -> None:

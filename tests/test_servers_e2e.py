@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import time
 
@@ -34,7 +35,9 @@ def start_kept(sshd: Sshd, name: str, *args: str) -> str:
         url = run.wait_for(URL, timeout=90)
         run.interrupt()
         assert run.wait(30) == 0, run.output
-        assert f"labhop attach gpubox {name}" in run.output
+        hint = run.output.split("reattach with: ", 1)[1].splitlines()[0]
+        assert shlex.split(hint) == ["labhop", "attach", "-F", str(sshd.config), "gpubox",
+                                     name]
     return url["token"]
 
 
@@ -53,7 +56,8 @@ def test_keep_then_ls_logs_attach_and_stop(sshd: Sshd) -> None:
     assert entry["name"] == "proj"
     assert entry["state"] == "kept"
     assert entry["kernels"] == 0
-    assert int(str(entry["pid"])) in {pid for pid, _ in user_processes()}
+    assert isinstance(entry["pid"], int)  # the same type as in the events
+    assert entry["pid"] in {pid for pid, _ in user_processes()}
 
     logs = labhop(sshd, "logs", "gpubox", "proj", "-n", "50")
     assert logs.rc == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import stat
 import time
@@ -141,7 +142,10 @@ def test_keep_leaves_the_server_running_and_says_how_to_find_it(sshd: Sshd) -> N
         url = labhop.wait_for(URL, timeout=90)
         labhop.interrupt()
         assert labhop.wait(30) == 0, labhop.output
-        assert "labhop attach gpubox proj" in labhop.output
+        # The hint repeats the ssh options that reach the host, quoted to paste back.
+        hint = labhop.output.split("reattach with: ", 1)[1].splitlines()[0]
+        assert shlex.split(hint) == ["labhop", "attach", "-F", str(sshd.config), "gpubox",
+                                     "proj"]
     pid = int((STATE / "proj" / "pid").read_text())
     assert any(p == pid for p, _ in user_processes())
     # Starting again under the same name attaches to it, with the same token.

@@ -65,6 +65,11 @@ class SSHError(LabhopError):
     status = ExitStatus.SSH_FAILED
 
 
+class MasterBusyError(SSHError):
+    """The shared connection does not answer its control commands in time: busy, not gone.
+    A session reports it and waits; it never stops a server for it."""
+
+
 class SSHMissingError(SSHError):
     status = ExitStatus.SSH_MISSING
 

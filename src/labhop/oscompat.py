@@ -36,6 +36,25 @@ def supports_multiplexing(system: str = sys.platform) -> bool:
     return not is_windows(system)
 
 
+def raise_open_file_limit() -> None:
+    """Raise this process's soft open-file limit to its hard limit, for the master ssh it
+    starts (which inherits it): every connection to a forwarded port costs the master a
+    descriptor, and at a desktop's usual 1024 a neighbour's flood of connections would
+    leave it none for labhop's own steps. Where the OS allows no change, nothing."""
+    try:
+        import resource  # noqa: PLC0415 -- POSIX only
+    except ImportError:  # Windows
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # macOS reports RLIM_INFINITY as the hard limit but refuses it above OPEN_MAX.
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 10240)
+        if soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (OSError, ValueError):
+        return
+
+
 def stop_signals(system: str = sys.platform) -> list[signal.Signals]:
     """The signals that mean "stop and clean up": Ctrl+C, `kill`, a closed terminal.
 

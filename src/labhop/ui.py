@@ -48,6 +48,11 @@ class UI:
     def interactive(self) -> bool:
         return _is_terminal(self._stderr)
 
+    @property
+    def on_terminal(self) -> bool:
+        """Whether results (stdout) reach a terminal."""
+        return _is_terminal(self._stdout)
+
     def event(self, kind: str, **fields: object) -> None:
         """A fact a program may act on (ready, reconnected, stopped); said only by JsonUI,
         the text that people read says it already."""

@@ -25,13 +25,18 @@ from labhop.session.supervisor import default_name
         ("4h", 14400),
         ("1d", 86400),
         (" 2H ", 7200),
+        ("1h30m", 5400),
+        ("2d4h", 187200),
+        ("1h 30m", 5400),
+        ("1m30s", 90),
+        ("1d2h3m4s", 93784),
     ],
 )
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "-1", "4 hours", "1.5h"])
+@pytest.mark.parametrize("text", ["", "-1", "4 hours", "1.5h", "30m1h", "1h1h", "h", "1x"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
@@ -120,7 +125,8 @@ def test_slurm_refusal_typed_exits_2_with_one_line(
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [
-        "labhop: error: --slurm cannot take --wrap: labhop writes the job script itself"]
+        "labhop: error: --slurm cannot take --wrap: labhop writes the job script itself",
+        "Try 'labhop start --help' for help."]
 
 
 def test_slurm_refusal_in_the_config_file_exits_3_naming_it(

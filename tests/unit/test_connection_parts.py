@@ -4,15 +4,18 @@ argv of each transport, and the lock that decides who closes a shared master."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from labhop import oscompat
-from labhop.ssh import connection, locks
+from labhop.errors import MasterBusyError
+from labhop.ssh import connection, control, locks
 from labhop.ssh.target import Target, parse_ssh_g
 from labhop.ssh.transport import DirectTransport, MuxTransport
 
@@ -137,3 +140,60 @@ def test_the_shared_directory_is_private_and_never_someone_else_s(tmp_path: Path
         theirs.mkdir(mode=0o700)
         os.chown(theirs, 65534, 65534)
         assert not connection._private_dir(theirs)
+
+
+@pytest.mark.parametrize("case", ["writable by others", "a symlink", "someone else's"])
+def test_a_runtime_dir_that_is_not_ours_alone_is_passed_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """$XDG_RUNTIME_DIR is checked like every directory labhop uses: owner and mode. When it
+    fails, the masters go to the cache directory instead, as without a runtime dir."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    if case == "writable by others":
+        runtime.chmod(0o777)
+    elif case == "a symlink":
+        real = tmp_path / "real"
+        runtime.rename(real)
+        runtime.symlink_to(real)
+    elif os.getuid() == 0:
+        os.chown(runtime, 65534, 65534)
+    else:
+        pytest.skip("needs root to give a directory to another user")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    # Short: a ControlPath under it must fit in a socket address.
+    cache = Path(tempfile.mkdtemp(prefix="lhc-"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    try:
+        assert connection.shared_dir() == cache / "labhop" / "ssh"
+        assert not (runtime / "labhop").exists()
+    finally:
+        shutil.rmtree(cache)
+
+
+def test_a_private_runtime_dir_holds_the_masters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    assert connection.shared_dir() == runtime / "labhop"
+
+
+# -- a master that does not answer: busy, never dead ------------------------------------------
+def test_a_master_that_does_not_answer_is_busy_not_dead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A neighbour's flood can leave the master without a descriptor for `ssh -O check`,
+    which then hangs: that is MasterBusyError (a state to wait out), and for a command that
+    only asks whether there is a master at all, a live one; never a traceback."""
+    hanging = tmp_path / "ssh"
+    hanging.write_text("#!/bin/sh\nexec sleep 30\n")
+    hanging.chmod(0o755)
+    socket_path = tmp_path / "cm"
+    socket_path.write_text("")  # stands for the control socket: the path exists
+    monkeypatch.setattr(control, "CONTROL_TIMEOUT_S", 1)
+    check = control.control_argv(str(hanging), socket_path, "check", "gamer")
+    with pytest.raises(MasterBusyError, match="did not answer `ssh -O check` within 1 s"):
+        control.master_pid(check)
+    assert control.master_alive(str(hanging), socket_path, "gamer") is True
+    # Cancelling a forward over it gives up quietly: the forward ends with the master.
+    control.cancel_forward(ssh=str(hanging), control_path=str(socket_path),
+                           spec="127.0.0.1:9999:/x", host="gamer")

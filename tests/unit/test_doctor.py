@@ -167,12 +167,15 @@ def test_setsid_and_the_state_directory() -> None:
     assert "XDG_STATE_HOME" in refused.fix
 
 
-def test_gpus_line_names_them_and_no_nvidia_smi_is_status_28() -> None:
+def test_gpus_line_names_them_and_no_nvidia_smi_is_a_note_unless_gpus_are_asked_for() -> None:
     report = gpu_query.parse_report("labhop:user=me\nlabhop:nvidia-smi=ok\n"
                                "labhop:gpu=0, GPU-a, NVIDIA A100, 1, 81920, 0, 30\n"
                                "labhop:gpu=1, GPU-b, NVIDIA A100, 1, 81920, 0, 30\n")
     assert doctor_checks.gpu_check(report, "box").detail == "2 GPUs: 0-1 NVIDIA A100"
-    missing = doctor_checks.gpu_check(gpus.GpuReport(smi="missing"), "box")
+    note = doctor_checks.gpu_check(gpus.GpuReport(smi="missing"), "box")
+    assert (note.ok, note.status) == (True, ExitStatus.OK)
+    assert note.detail.startswith("none: box has no nvidia-smi")
+    missing = doctor_checks.gpu_check(gpus.GpuReport(smi="missing"), "box", "auto")
     assert (missing.ok, missing.status) == (False, ExitStatus.NO_GPUS)
     assert missing.detail.startswith("box has no nvidia-smi")
     assert "NVIDIA driver" in missing.fix
@@ -319,7 +322,7 @@ def test_a_missing_env_fails_only_its_checks(tmp_path: Path, run_root: Path) -> 
     assert (found.get("state_ok"), found.get("state_existed")) == ("1", "1")
     assert list((tmp_path / ".local/state/labhop/servers").iterdir()) == []
     assert doctor_checks.env_check(model.EnvSpec("venv", "~/nope"),
-                                   doctor_checks.script_error(found),
+                                   doctor_checks.script_error(found, "box"),
                                    "").status == ExitStatus.ENV_NOT_FOUND
 
 

@@ -220,7 +220,7 @@ def test_a_launch_uses_every_value_literally(home: Path, mark: Path, case: str) 
     owner.stdin.close()
     owner.wait(timeout=10)
 
-    stopped = run_sh(scripts.stop_script(name, grace_s=0), home)
+    stopped = run_sh(scripts.stop_script(name), home)
     assert protocol.parse_output(stopped.stdout, protocol.STOP_KEYS).get("stopped") == "1"
     assert not state_of(home, name).exists()
 

@@ -55,7 +55,8 @@ def test_an_empty_path_typed_exits_2_before_connecting(
         main(["nosuchhost.invalid", "", "--no-browser"])
     assert caught.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
-        "labhop: error: bad PATH '': name a notebook or folder on the remote, relative to --dir"]
+        "labhop: error: bad PATH '': name a notebook or folder on the remote, relative to --dir",
+        "Try 'labhop start --help' for help."]
 
 
 @pytest.mark.parametrize(("app", "path", "kind", "url"), [

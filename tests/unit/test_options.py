@@ -64,12 +64,17 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[
 
 
 def one_error(argv: list[str], capsys: pytest.CaptureFixture[str], status: int) -> str:
+    """The error line of a run that fails with `status`; a mistake on the command line
+    (2) adds where to read the options, and nothing else is printed."""
     code, lines = run(argv, capsys)
     text = "\n".join(lines)
     assert code == status, text
     assert "Traceback" not in text
     assert "Usage:" not in text
-    assert len(lines) == 1, text
+    command = argv[0] if argv and argv[0] in ("attach", "ls", "stop", "logs", "gpus",
+                                               "doctor") else "start"
+    hint = [f"Try 'labhop {command} --help' for help."] if status == ExitStatus.USAGE else []
+    assert lines[1:] == hint, text
     assert lines[0].startswith("labhop: error: ")
     return lines[0].removeprefix("labhop: error: ")
 
@@ -90,6 +95,8 @@ TYPED = [
     (["--idle-timeout", "5 parsecs"], "bad --idle-timeout '5 parsecs': use a duration like 90s"),
     (["--timeout", "soon"], "bad --timeout 'soon': use a duration like 90s"),
     (["--queue-timeout", "1.5h"], "bad --queue-timeout '1.5h': use a duration like 90s"),
+    (["--timeout", "0"], "bad --timeout '0': use a duration of at least 1s"),
+    (["--queue-timeout", "0s"], "bad --queue-timeout '0s': use a duration of at least 1s"),
     (["--persist", "-1"], "bad --persist '-1': use a duration like 90s"),
     (["--dir", "proj\0x"], "bad --dir 'proj\\x00x': use a path without a NUL character"),
     (["--gpus", "0", "--slurm", "-p gpu"],
@@ -149,10 +156,11 @@ IN_FILE = [
     ('port = 8890\nforward = ["6006:8890"]',
      "forward ({where}) '6006:8890' and port ({where}) 8890 both ask for local port 8890"),
     # The file's types are checked when it is read (profiles), naming the key as well.
-    ('multiplex = "no"', "{path}: multiplex in [hosts.{host}] must be a bool, not 'no'"),
-    ("keep = 1", "{path}: keep in [hosts.{host}] must be a bool, not 1"),
-    ("forward = 6006", "{path}: forward in [hosts.{host}] must be a list, not 6006"),
-    ('no_browser = "yes"', "{path}: no_browser in [hosts.{host}] must be a bool"),
+    ('multiplex = "no"', '{path}: multiplex in [hosts.{host}] must be true or false, not "no"'),
+    ("keep = 1", "{path}: keep in [hosts.{host}] must be true or false, not 1"),
+    ("forward = 6006",
+     '{path}: forward in [hosts.{host}] must be a list, like [6006, "8787:18787"], not 6006'),
+    ('no_browser = "yes"', "{path}: no_browser in [hosts.{host}] must be true or false"),
 ]
 
 

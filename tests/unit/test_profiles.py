@@ -18,23 +18,26 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_a_missing_file_is_an_empty_config(tmp_path: Path) -> None:
     loaded = profiles.load(tmp_path / "nope.toml")
-    assert loaded.lookup("gamer", "env") is None
+    assert loaded.locate("gamer", "env") is None
 
 
 def test_host_wins_over_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, '[defaults]\nenv = "venv:~/base"\nidle_timeout = "4h"\n'
                            '[hosts.gamer]\nenv = "conda:pytorch"\nport = 8890\n')
     loaded = profiles.load(path)
-    assert loaded.lookup("gamer", "env") == ("conda:pytorch", f"[hosts.gamer] in {path}")
-    assert loaded.lookup("gamer", "idle_timeout") == ("4h", f"[defaults] in {path}")
-    assert loaded.lookup("other", "env") == ("venv:~/base", f"[defaults] in {path}")
-    assert loaded.lookup("gamer", "port") == (8890, f"[hosts.gamer] in {path}")
+    assert loaded.locate("gamer", "env") == ("conda:pytorch", "hosts.gamer")
+    assert loaded.locate("gamer", "idle_timeout") == ("4h", "defaults")
+    assert loaded.locate("other", "env") == ("venv:~/base", "defaults")
+    assert loaded.locate("gamer", "port") == (8890, "hosts.gamer")
+    assert loaded.path == path
 
 
 @pytest.mark.parametrize(("text", "message"), [
     ('[hosts.gamer]\nenviron = "x"\n', "unknown key 'environ' in [hosts.gamer]"),
-    ('[hosts.gamer]\nport = "8890"\n', "port in [hosts.gamer] must be a int"),
-    ('[hosts.gamer]\nport = true\n', "port in [hosts.gamer] must be a int"),
+    ('[hosts.gamer]\nport = "8890"\n',
+     'port in [hosts.gamer] must be a whole number, not "8890"'),
+    ('[hosts.gamer]\nport = true\n', "port in [hosts.gamer] must be a whole number, not true"),
+    ('[hosts.gamer]\nname = 4\n', "name in [hosts.gamer] must be text (in quotes), not 4"),
     ('[host.gamer]\nenv = "x"\n', "unknown section 'host'"),
     ('[hosts.gamer\n', "is not valid TOML"),
 ])

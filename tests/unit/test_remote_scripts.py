@@ -184,7 +184,7 @@ def test_local_home_prefix_is_read_relative_to_the_remote_home(tmp_path: Path) -
         assert again.get("existing") == "1"
         assert again.get("pid") == output.get("pid")
 
-        stopped = run_sh(scripts.stop_script("proj", grace_s=0), home)
+        stopped = run_sh(scripts.stop_script("proj"), home)
         fields = protocol.parse_output(stopped.stdout, protocol.STOP_KEYS)
         assert fields.get("was_running") == "1"
         assert fields.get("stopped") == "1"
@@ -386,7 +386,7 @@ def test_without_proc_the_recorded_start_time_proves_the_server(tmp_path: Path) 
         assert [entry.pid for entry in entries] == [str(pid)]
 
         stopped = protocol.parse_output(
-            run_sh(without_proc(scripts.stop_script("proj", grace_s=0)), tmp_path).stdout,
+            run_sh(without_proc(scripts.stop_script("proj")), tmp_path).stdout,
             protocol.STOP_KEYS)
         assert stopped.get("was_running") == "1"
         assert stopped.multi["signal"] == ["TERM"]
@@ -411,7 +411,7 @@ def test_without_proc_a_reused_pid_is_never_signalled(tmp_path: Path, recorded: 
         status = run_sh(without_proc(scripts.status_script("proj")), tmp_path)
         assert protocol.parse_output(status.stdout, protocol.STATUS_KEYS).get("alive") == "0"
         stopped = protocol.parse_output(
-            run_sh(without_proc(scripts.stop_script("proj", grace_s=0, term_s=0)),
+            run_sh(without_proc(scripts.stop_script("proj", term_s=0)),
                    tmp_path).stdout, protocol.STOP_KEYS)
         assert stopped.get("was_running") == "0"
         assert stopped.multi["signal"] == []
@@ -601,7 +601,7 @@ def test_launch_falls_back_to_a_private_dir_and_stop_removes_it(
             time.sleep(0.1)
         assert (fallback / "0123456789abcdef.rt" / "jupyter_cookie_secret").exists()
 
-        stopped = run_sh(with_run_root(scripts.stop_script("proj", grace_s=0), run_root), tmp_path)
+        stopped = run_sh(with_run_root(scripts.stop_script("proj"), run_root), tmp_path)
         assert protocol.parse_output(stopped.stdout, protocol.STOP_KEYS).get("stopped") == "1"
         assert not fallback.exists()
         assert not state.exists()
@@ -625,7 +625,7 @@ def test_launch_keeps_its_own_usual_dir_and_makes_it_private(
         assert output.get("endpoint") == f"unix:{usual}/0123456789abcdef.sock"
         assert stat.S_IMODE(usual.stat().st_mode) == 0o700
         assert [p.name for p in run_root.iterdir()] == [usual.name]
-        run_sh(with_run_root(scripts.stop_script("proj", grace_s=0), run_root), tmp_path)
+        run_sh(with_run_root(scripts.stop_script("proj"), run_root), tmp_path)
         assert usual.exists()  # the usual one is shared by every server: it stays
         assert list(usual.iterdir()) == []
     finally:
@@ -661,7 +661,7 @@ def test_stop_believes_only_a_run_dir_of_ours(
     state.mkdir(parents=True)
     (state / "id").write_text("0123456789abcdef")
     (state / "rundir").write_text(recorded.format(base=run_root, uid=os.getuid()) + "\n")
-    run_sh(with_run_root(scripts.stop_script("proj", grace_s=0), run_root), tmp_path)
+    run_sh(with_run_root(scripts.stop_script("proj"), run_root), tmp_path)
     assert victim.exists()
     assert (run_root / "other" / "0123456789abcdef.rt").exists()
     assert not state.exists()
@@ -738,7 +738,7 @@ def running_squeue(bin_dir: Path) -> None:
 
 def test_the_host_stop_script_leaves_another_backends_server_alone(tmp_path: Path) -> None:
     state = slurm_entry(tmp_path)
-    stopped = run_sh(scripts.stop_script("proj", grace_s=0), tmp_path)
+    stopped = run_sh(scripts.stop_script("proj"), tmp_path)
     assert protocol.parse_output(stopped.stdout, protocol.STOP_KEYS).get("known") == "0"
     assert (state / "jobid").exists()
 

@@ -162,8 +162,7 @@ class Backend(abc.ABC):
         """Is the named server known, alive, listening; with its log tail if asked."""
 
     @abc.abstractmethod
-    def stop(self, name: str, *, grace_s: float = 0.0,
-             expect_id: str = "") -> protocol.ScriptOutput:
+    def stop(self, name: str, *, expect_id: str = "") -> protocol.ScriptOutput:
         """Stop the named server (its kernels first) and remove its state."""
 
     @abc.abstractmethod
@@ -224,7 +223,8 @@ class Backend(abc.ABC):
             return entries[0]
         if not entries:
             raise ServerNotFoundError(
-                f"no labhop server is running on {host}; start one with: labhop {host}")
+                f"no labhop server is running on {host}; start one with: "
+                + self.conn.target.command())
         names = ", ".join(entry.name for entry in entries)
         raise ServerNotFoundError(
             f"{len(entries)} servers are running on {host} ({names}); name the one you mean")
@@ -240,10 +240,12 @@ class Backend(abc.ABC):
             return None
         return output.log
 
-    def follow_logs(self, name: str, *, lines: int) -> subprocess.Popen[str]:
-        """`tail -f` the log to our stdout until the returned child is released."""
+    def follow_logs(self, name: str, *, lines: int, piped: bool = False
+                    ) -> subprocess.Popen[str]:
+        """`tail -f` the log until the returned child is released: to our stdout, or with
+        `piped` to the child's stdout pipe, for the caller to read."""
         return self.conn.start_script(scripts.logs_script(name, lines=lines, follow=True),
-                                      stdout=None)
+                                      stdout=subprocess.PIPE if piped else None)
 
 
 def server_from_entry(entry: protocol.ServerEntry) -> Server:

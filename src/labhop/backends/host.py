@@ -43,9 +43,8 @@ class HostBackend(Backend):
             log=output.log,
         )
 
-    def stop(self, name: str, *, grace_s: float = 0.0,
-             expect_id: str = "") -> protocol.ScriptOutput:
-        script = scripts.stop_script(name, grace_s=grace_s, expect_id=expect_id)
+    def stop(self, name: str, *, expect_id: str = "") -> protocol.ScriptOutput:
+        script = scripts.stop_script(name, expect_id=expect_id)
         return self._run(script, "stopping the server", timeout=90)
 
     def health(self, server: Server) -> Health:

@@ -87,10 +87,8 @@ class SlurmBackend(Backend):
         return Status(known=fields.get("known") == "1", alive=job.state == "RUNNING",
                       listening=None, log=fields.log, job=job)
 
-    def stop(self, name: str, *, grace_s: float = 0.0,
-             expect_id: str = "") -> protocol.ScriptOutput:
+    def stop(self, name: str, *, expect_id: str = "") -> protocol.ScriptOutput:
         # scancel: Slurm sends SIGTERM (Jupyter's clean stop), then SIGKILL after KillWait.
-        del grace_s
         script = scripts.slurm_stop_script(name, expect_id=expect_id)
         return self._run(script, "cancelling the job", timeout=90)
 

@@ -37,7 +37,7 @@ Exit status: 0 when every check passes, else the status of the first failure:
   12  authentication refused 13  host key unknown or changed
   20  environment not found  21  jupyter not found
   26  other remote failure (socket, setsid, state directory)
-  28  no GPU                 30  Slurm command or partition missing
+  28  no GPU (with --gpus)    30  Slurm command or partition missing
 """
 
 
@@ -48,6 +48,9 @@ Exit status: 0 when every check passes, else the status of the first failure:
                    "Default: the host's `env` in config.toml, else the login PATH.")
 @click.option("--app", type=click.Choice(APPS), default=DEFAULT_APP, show_default=True,
               help="Which Jupyter to look for.")
+@click.option("--gpus", "gpu_spec", metavar="SPEC",
+              help="GPUs the server will need (as for start: 0,2, auto, all); without it "
+                   "(nor the host's `gpus` in config.toml) a host without GPUs is a note.")
 @click.option("--slurm", "slurm_opts", metavar="'SBATCH OPTIONS'",
               help="Check HOST as a Slurm login node for these sbatch options "
                    "(the partition in -p/--partition).")
@@ -61,11 +64,11 @@ def doctor(host: str, as_json: bool, **params: Any) -> int:
     Each failed check says what to do. It starts nothing that stays: no server, no
     state entry, and a connection it opened is closed when it ends (unless --persist).
     """
-    keys = ("env", "app", "slurm", *options.CONNECTION_KEYS)
+    keys = ("env", "app", "slurm", "gpus", *options.CONNECTION_KEYS)
     resolved = resolve_options(host, keys, from_file=keys)
     request = doctor_command.DoctorRequest(target=shared.make_target(host, params, resolved),
                                           env=resolved.env, app=resolved.app,
-                                          slurm=resolved.slurm)
+                                          slurm=resolved.slurm, gpus=resolved.gpus)
     ui = UI()
     width = max(len(label) for label in doctor_checks.LABELS.values())
 

@@ -35,11 +35,14 @@ def gpus_command(host: str, as_json: bool, watch: bool, **params: Any) -> int:
     """Show HOST's GPUs: memory, utilisation, temperature, and the processes on them.
 
     Each process shows its user and PID, and the labhop server whose kernel it is.
-    A host without nvidia-smi or without GPUs exits with status 28.
+    A host without nvidia-smi or without GPUs exits with status 28 (with --json, after an
+    empty array).
     """
     ui = UI()
     with state_backend(shared.make_target(host, params), ui) as backend:
         report = fetch_gpus(backend.conn)
+        if as_json and gpus.problem(report, host):
+            ui.raw("[]")  # a script reads "no GPUs" as JSON too; the reason is on stderr
         gpus.require_gpus(report, host)
         if not watch:
             _show_gpus(ui, report, as_json=as_json)

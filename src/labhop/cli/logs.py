@@ -11,7 +11,7 @@ from labhop.cli.completion import complete_host
 from labhop.cli.shared import ssh_options
 from labhop.commands.logs import show_logs
 from labhop.errors import ExitStatus
-from labhop.ui import UI
+from labhop.ui import UI, printable
 
 
 @click.command()
@@ -20,12 +20,24 @@ from labhop.ui import UI
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until Ctrl+C.")
 @click.option("-n", "--lines", type=click.IntRange(1, 100000), default=100, show_default=True,
               help="How many of the last lines to show.")
+@click.option("--raw", is_flag=True,
+              help="The log's bytes as they are, control characters included (on a "
+                   "terminal they are otherwise shown escaped, as \\x1b).")
 @ssh_options
-def logs(host: str, name: str, follow: bool, lines: int, **params: Any) -> int:
-    """Show the Jupyter log of a server on HOST (NAME may be left out if only one runs)."""
+def logs(host: str, name: str, follow: bool, lines: int, raw: bool, **params: Any) -> int:
+    """Show the Jupyter log of a server on HOST (NAME may be left out if only one runs).
+
+    On a terminal, control characters in the log (escape sequences, a notebook's output
+    that sets the title or the clipboard) are shown escaped; --raw prints them as they are.
+    """
     ui = UI()
+    escape = ui.on_terminal and not raw
+
+    def show(text: str) -> None:
+        ui.raw(printable(text) if escape else text)
+
     text = show_logs(shared.make_target(host, params), name, lines=lines, follow=follow,
-                              ui=ui)
+                     ui=ui, sink=show if escape else None)
     if text:
-        ui.raw(text)
+        show(text)
     return ExitStatus.OK

@@ -58,7 +58,7 @@ def list_command(host: str, as_json: bool, **params: Any) -> int:
         return ExitStatus.OK
     headers = ["NAME", "APP", "ENV", "ROOT", "STARTED", "AGE", "STATE", "PID", "KERNELS"]
     cells = [[row.name, row.app, row.env or "-", row.root_dir, _local_time(row.started),
-              _age(row.age_s), row.state, row.pid,
+              _age(row.age_s), row.state, "-" if row.pid is None else str(row.pid),
               "-" if row.kernels is None else str(row.kernels)] for row in rows]
     if any(row.jobid for row in rows):
         headers += ["JOB", "NODE", "TIME LEFT"]

@@ -83,6 +83,8 @@ def _run(args: list[str], jupyter_args: list[str], *, show_traceback: bool) -> i
         log.debug("traceback", exc_info=True)
         obj.get("ui", fallback).error(str(exc), exc.details)
         status = exc.status
+        if status == ExitStatus.USAGE:  # a bad value typed: where to read what it takes
+            sys.stderr.write(f"Try '{_command_path(args)} --help' for help.\n")
     except KeyboardInterrupt:
         status = ExitStatus.INTERRUPTED
     except Exception as exc:  # the last line of defence: a bug, said in one line
@@ -96,6 +98,11 @@ def _run(args: list[str], jupyter_args: list[str], *, show_traceback: bool) -> i
         status = ExitStatus.INTERNAL
     obj.get("ui", fallback).end(int(status or 0))
     return int(status or 0)
+
+
+def _command_path(args: Sequence[str]) -> str:
+    """'labhop start', 'labhop attach': the command the arguments ran."""
+    return f"labhop {args[0]}" if args and args[0] in COMMANDS else "labhop"
 
 
 def _click_error(ui: Any, exc: Any, command: str) -> int:

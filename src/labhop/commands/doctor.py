@@ -67,6 +67,7 @@ class DoctorRequest:
     env: model.EnvSpec | None = None
     app: str = DEFAULT_APP
     slurm: tuple[str, ...] | None = None  # sbatch arguments; None: not a Slurm host
+    gpus: str = ""  # --gpus (or the host's config): GPUs are then a check, not a note
 
 
 # Running the checks
@@ -155,7 +156,7 @@ def _remote_checks(conn: Connection, request: DoctorRequest, add: Emit) -> None:
                    "must not exit, or wait for input", ExitStatus.REMOTE_FAILED))
         output = None
     if output is not None and not output.get("path"):
-        failure = script_error(output)
+        failure = script_error(output, host)
         add(failed("shell", failure[1] if failure else "the check script printed no PATH",
                    "run again with --debug to see what the login shell printed",
                    ExitStatus.REMOTE_FAILED))
@@ -168,7 +169,7 @@ def _remote_checks(conn: Connection, request: DoctorRequest, add: Emit) -> None:
             if request.slurm is not None else skipped("slurm", "not asked for (no --slurm)"))
         return
     add(shell_check(output))
-    failure = script_error(output)
+    failure = script_error(output, host)
     add(env_check(request.env, failure, output.get("prefix")))
     jupyter = jupyter_check(request.app, failure, output.get("exe"),
                             parse_versions(output.multi["version"]))
@@ -195,7 +196,7 @@ def _gpus(conn: Connection, request: DoctorRequest) -> Check:
         report = HostBackend(conn).gpus()
     except LabhopError as exc:
         return from_error("gpus", exc)
-    return gpu_check(report, request.target.host)
+    return gpu_check(report, request.target.host, request.gpus)
 
 
 # The Unix-socket round trip

@@ -242,12 +242,24 @@ def state_check(output: protocol.ScriptOutput) -> Check:
                   "files to a directory that is", ExitStatus.REMOTE_FAILED)
 
 
-def gpu_check(report: gpus.GpuReport, host: str) -> Check:
+def gpu_check(report: gpus.GpuReport, host: str, wanted: str = "") -> Check:
+    """The host's GPUs. Without `wanted` (--gpus, or the host's `gpus` in config.toml) a
+    host without one is a note, not a failure: `labhop HOST` starts there all the same, and
+    doctor's exit status says whether it would. With it, the GPUs asked for must be there."""
     problem = gpus.problem(report, host)
     if problem is None:
         count = len(report.gpus)
-        return passed("gpus", f"{count} GPU{'s' if count != 1 else ''}: "
-                              f"{gpus.describe_gpus(report.gpus)}")
+        detail = f"{count} GPU{'s' if count != 1 else ''}: {gpus.describe_gpus(report.gpus)}"
+        if wanted:
+            try:
+                gpus.choose(gpus.parse_gpu_selection(wanted), report, host, wanted)
+            except LabhopError as exc:
+                return failed("gpus", str(exc), "pick GPUs the host has (see labhop gpus "
+                              f"{host})", ExitStatus.NO_GPUS)
+        return passed("gpus", detail)
+    if not wanted or gpus.parse_gpu_selection(wanted).kind == "none":
+        return passed("gpus", f"none: {problem}; fine for work without a GPU (--gpus "
+                              "would make it a failure)")
     if report.smi == "missing":
         fix = ("install the NVIDIA driver (it brings nvidia-smi), or put nvidia-smi on the "
                "login PATH (e.g. a module load in your login files); on a host without "
@@ -330,9 +342,11 @@ def slurm_check(output: protocol.ScriptOutput, wanted: Sequence[str]) -> Check:
     return passed("slurm", f"{commands}; {which} is up")
 
 
-def script_error(output: protocol.ScriptOutput) -> tuple[int, str] | None:
-    """The (exit, error) a script's `fail` printed, if it did."""
+def script_error(output: protocol.ScriptOutput, host: str) -> tuple[int, str] | None:
+    """The (exit, error) a script's `fail` printed, if it did; the error names `host` as
+    the user typed it (see protocol.HOST_PLACEHOLDER), as every other error does."""
     code = output.get("exit")
     if not code:
         return None
-    return (int(code) if code.isdigit() else 1), output.get("error")
+    error = output.get("error").replace(protocol.HOST_PLACEHOLDER, host)
+    return (int(code) if code.isdigit() else 1), error

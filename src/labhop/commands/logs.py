@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from labhop.commands.common import state_backend
 from labhop.errors import ServerNotFoundError
@@ -11,9 +12,11 @@ from labhop.ssh.target import Target
 from labhop.ui import UI
 
 
-def show_logs(target: Target, name: str, *, lines: int, follow: bool, ui: UI) -> str:
-    """The log tail as text; with `follow`, stream it to stdout until Ctrl+C (or a
-    SIGTERM or hangup: see connection.connected)."""
+def show_logs(target: Target, name: str, *, lines: int, follow: bool, ui: UI,
+              sink: Callable[[str], None] | None = None) -> str:
+    """The log tail as text; with `follow`, stream it until Ctrl+C (or a SIGTERM or
+    hangup: see connection.connected): line by line to `sink`, or without one straight to
+    stdout, byte for byte."""
     with state_backend(target, ui) as backend:
         entry_name = name or backend.find().name
         text = backend.logs(entry_name, lines=lines)
@@ -22,8 +25,11 @@ def show_logs(target: Target, name: str, *, lines: int, follow: bool, ui: UI) ->
             raise ServerNotFoundError(f"'{entry_name}' on {target.host} has no log yet")
         if not follow:
             return text
-        child = backend.follow_logs(entry_name, lines=lines)
+        child = backend.follow_logs(entry_name, lines=lines, piped=sink is not None)
         try:
+            if sink is not None and child.stdout is not None:
+                for line in child.stdout:
+                    sink(line)
             while child.poll() is None:
                 time.sleep(0.2)
         except KeyboardInterrupt:

@@ -23,7 +23,7 @@ class ServerRow:
     started: str
     age_s: int | None
     state: str
-    pid: str
+    pid: int | None  # on the host, or the job's node; None when the entry has none yet
     kernels: int | None
     owner: str
     node: str
@@ -58,7 +58,7 @@ def row_from_entry(entry: protocol.ServerEntry, now: datetime) -> ServerRow:
         started=started,
         age_s=age,
         state=state,
-        pid=entry.pid,
+        pid=int(entry.pid) if entry.pid.isdigit() else None,
         kernels=entry.kernels,
         owner=entry.owner,
         node=entry.node,

@@ -25,10 +25,10 @@ def start(resolved: Options, target: Target, ui: UI, *, path: str | None, as_jso
         open_browser=not (resolved.no_browser or as_json),
         keep=resolved.keep,
         idle_timeout=resolved.idle_timeout,
-        start_timeout=float(resolved.timeout or 1),
+        start_timeout=float(resolved.timeout),
         jupyter_args=jupyter_args,
         slurm=resolved.slurm,
-        queue_timeout=float(resolved.queue_timeout or 1),
+        queue_timeout=float(resolved.queue_timeout),
         gpus=resolved.gpus,
         open_path=opening.normalize(path) if path is not None else "",
     )
@@ -43,6 +43,6 @@ def attach(resolved: Options, target: Target, ui: UI, *, as_json: bool) -> int:
         port=resolved.port,
         forwards=resolved.forward,
         open_browser=not (resolved.no_browser or as_json),
-        start_timeout=float(resolved.timeout or 1),
+        start_timeout=float(resolved.timeout),
     )
     return supervisor.attach(request, ui)

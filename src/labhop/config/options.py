@@ -50,7 +50,8 @@ CONFIG_FILE = "config file"
 BUILT_IN = "built-in"
 
 
-DURATION_ALLOWED = "use a duration like 90s, 30m, 4h, 1d or 0"
+DURATION_ALLOWED = "use a duration like 90s, 30m, 1h30m, 4h, 2d4h or 0"
+WAIT_ALLOWED = "use a duration of at least 1s, like 90s, 2m or 1h30m"
 
 
 @dataclass(frozen=True)
@@ -132,13 +133,22 @@ def _flag(value: object) -> bool:
     return value
 
 
+_UNIT_S = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+# A number alone is seconds; otherwise one or more NUMBER UNIT parts, largest unit first,
+# each unit once: 90, 90s, 30m, 1h30m, 2d4h, 1h 30m.
+_DURATION = re.compile(r"(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+)s)?")
+
+
 def parse_duration(text: str) -> int:
-    """'90', '90s', '30m', '4h', '1d' -> seconds; '0' disables. ValueError otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 90s, 30m, 4h or 0")
-    value, unit = int(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    """'90', '90s', '30m', '1h30m', '2d4h' -> seconds; '0' disables. ValueError otherwise."""
+    spelled = text.strip().lower()
+    if spelled.isdigit():
+        return int(spelled)
+    match = _DURATION.fullmatch(spelled)
+    if not spelled or not match or not any(match.groups()):
+        raise ValueError(f"{text!r} is not a duration like 90s, 30m, 1h30m, 4h or 0")
+    return sum(int(part) * unit for part, unit in zip(match.groups(), _UNIT_S.values(),
+                                                      strict=True) if part)
 
 
 def _duration(value: object) -> int:
@@ -146,6 +156,15 @@ def _duration(value: object) -> int:
         return parse_duration(_string(value))
     except ValueError:
         raise _Bad(DURATION_ALLOWED) from None
+
+
+def _wait(value: object) -> int:
+    """How long to wait for something (--timeout, --queue-timeout): 0 would mean giving
+    up before starting, not "no limit", so it is refused."""
+    seconds = _duration(value)
+    if seconds < 1:
+        raise _Bad(WAIT_ALLOWED)
+    return seconds
 
 
 def _env(value: object) -> model.EnvSpec | None:
@@ -289,9 +308,9 @@ OPTIONS: dict[str, Option] = {option.key: option for option in (
     Option("no_browser", "--no-browser", False, _flag),
     Option("keep", "--keep", False, _flag),
     Option("idle_timeout", "--idle-timeout", "6h", _duration),
-    Option("timeout", "--timeout", "120s", _duration),
+    Option("timeout", "--timeout", "120s", _wait),
     Option("slurm", "--slurm", None, _slurm),
-    Option("queue_timeout", "--queue-timeout", "15m", _duration),
+    Option("queue_timeout", "--queue-timeout", "15m", _wait),
     Option("gpus", "--gpus", "", _gpus),
     # `multiplex = false` in the file is `--no-multiplex` on the command line.
     Option("multiplex", "--no-multiplex", True, _flag),

@@ -43,6 +43,28 @@ KEYS: dict[str, type] = {
 }
 
 
+# Each TOML type as the file's author thinks of it.
+_KINDS: dict[type, str] = {
+    str: "text (in quotes)",
+    int: "a whole number",
+    bool: "true or false",
+    list: 'a list, like [6006, "8787:18787"]',
+}
+
+
+def _toml(value: object) -> str:
+    """A value as it is written in the file: "x" in quotes, true, 4, [6006]."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "a table"
+    return str(value)
+
+
 def config_dir() -> Path:
     override = os.environ.get("LABHOP_CONFIG_DIR")
     if override:
@@ -70,11 +92,6 @@ class Profiles:
         if key in self.defaults:
             return self.defaults[key], "defaults"
         return None
-
-    def lookup(self, host: str, key: str) -> tuple[object, str] | None:
-        """(value, where it came from) for `key` on `host`, or None if no profile sets it."""
-        found = self.locate(host, key)
-        return None if found is None else (found[0], f"[{found[1]}] in {self.path}")
 
 
 def load(path: Path | None = None) -> Profiles:
@@ -118,6 +135,6 @@ def _table(raw: object, where: str, path: Path) -> dict[str, object]:
                               f"{', '.join(sorted(KEYS))}")
         # bool is an int in Python; a port of `true` is still a mistake.
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ConfigError(f"{path}: {key} in [{where}] must be a {expected.__name__}, "
-                              f"not {value!r}")
+            raise ConfigError(f"{path}: {key} in [{where}] must be {_KINDS[expected]}, "
+                              f"not {_toml(value)}")
     return dict(raw)

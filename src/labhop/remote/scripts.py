@@ -87,18 +87,16 @@ def status_script(name: str, *, with_log: bool = False, log_lines: int = 30) -> 
     return script(STATUS_KEYS, assignments, body("host_status.sh"), body("status.sh"))
 
 
-def stop_script(name: str, *, grace_s: float = 5.0, term_s: float = 10.0,
-                keep_log: bool = False, expect_id: str = "") -> Script:
-    """Stop the named server (waiting, then SIGTERM, then SIGKILL by PID) and clean up.
+def stop_script(name: str, *, term_s: float = 10.0, expect_id: str = "") -> Script:
+    """Stop the named server (SIGTERM, then SIGKILL if it hangs, by its proven PID) and clean
+    up.
 
     With `expect_id`, stop it only if it is that launch (and wait for its pid file).
     """
     assignments = assign(
         name=name,
         expect_id=expect_id,
-        grace_ticks=int(grace_s / 0.2),
         term_ticks=int(term_s / 0.2),
-        keep_log=int(keep_log),
     )
     return script(STOP_KEYS, assignments, body("stop.sh"))
 
@@ -159,9 +157,9 @@ def slurm_status_script(name: str, *, with_log: bool = False,
                   body("status.sh"))
 
 
-def slurm_stop_script(name: str, *, keep_log: bool = False, expect_id: str = "") -> Script:
+def slurm_stop_script(name: str, *, expect_id: str = "") -> Script:
     """Cancel the named server's job, wait until it has left the queue, and clean up.
 
     With `expect_id`, only if it is that launch."""
-    assignments = assign(name=name, expect_id=expect_id, keep_log=int(keep_log))
+    assignments = assign(name=name, expect_id=expect_id)
     return script(STOP_KEYS, assignments, body("job_entry.sh"), body("job_stop.sh"))

@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from labhop import debuglog
 from labhop.backends.base import Backend, Server
-from labhop.errors import ServerExitedError, SSHError
+from labhop.errors import MasterBusyError, ServerExitedError, SSHError
 from labhop.session.readiness import log_tail, require_alive
 from labhop.session.tunnel import LocalTunnel, forward_fields, forward_line
 from labhop.ssh.connection import Connection
@@ -47,6 +47,8 @@ class KeepAlive:
     # What else must be restored once connected again (the ownership mark).
     on_reconnected: Callable[[], None]
     walltime_warned: bool = False
+    # While the connection is too busy to answer (see _busy): said once, not per check.
+    busy_since: float | None = None
 
     def run(self, server: Server) -> NoReturn:
         """Until the server ends (ServerExitedError) or a signal interrupts."""
@@ -59,15 +61,38 @@ class KeepAlive:
                 if time.monotonic() >= next_server_check:
                     next_server_check = time.monotonic() + SERVER_CHECK_S
                     self._check_health(server)
+                self._answering()
+            except MasterBusyError as exc:
+                self._busy(exc)
             except SSHError as exc:
                 # A check that was under way when the network dropped fails once the
                 # master gives up; that is a lost connection, not a reason to quit.
                 _LOGGER.debug("check failed: %s", exc)
-                if not self._connected():
-                    self.reconnect(server)
+                try:
+                    if not self._connected():
+                        self.reconnect(server)
+                except MasterBusyError as busy:
+                    self._busy(busy)
 
     def _connected(self) -> bool:
         return self.tunnel.holds() and self.conn.is_alive()
+
+    def _busy(self, exc: MasterBusyError) -> None:
+        """The connection does not answer in time (a neighbour flooding the forwarded port,
+        the master out of file descriptors): a state to report and wait out, never a
+        reason to reconnect over it or to stop the server."""
+        if self.busy_since is None:
+            self.busy_since = time.monotonic()
+            self.ui.warn(f"the connection to {self.host} is not answering ({exc}); the "
+                         "server keeps running, labhop waits for the connection")
+            self.ui.event("busy", host=self.host)
+
+    def _answering(self) -> None:
+        if self.busy_since is not None:
+            self.ui.info(f"the connection to {self.host} answers again, after "
+                         f"{time.monotonic() - self.busy_since:.0f} s")
+            self.ui.event("answering", host=self.host)
+            self.busy_since = None
 
     def _check_health(self, server: Server) -> None:
         health = self.backend.health(server)

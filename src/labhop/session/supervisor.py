@@ -183,9 +183,9 @@ class Session(abc.ABC):
         raise SocketForwardingRefusedError(
             f"{self._host()}'s sshd refuses to forward to Unix sockets "
             "(AllowStreamLocalForwarding no), and '{name}' listens on one, so it cannot be "
-            "reached from here; stop it (labhop stop {host} {name}) and start it again: a "
-            "new start uses TCP on the host's loopback instead".replace(
-                "{name}", self.server.name).replace("{host}", self._host()))
+            "reached from here; stop it ({stop}) and start it again: a new start uses TCP "
+            "on the host's loopback instead".replace("{name}", self.server.name).replace(
+                "{stop}", self.request.target.command("stop", after=(self.server.name,))))
 
     def _hold_ownership(self) -> None:
         """While we run, `labhop ls` shows the server as attached (and whose it is)."""
@@ -258,10 +258,11 @@ class Session(abc.ABC):
                 self._stop(self.server.name)
             else:
                 self.ui.info(f"'{self.server.name}' keeps running on {self._host()}; "
-                             f"reattach with: labhop attach {self._host()} {self.server.name}")
+                             "reattach with: " + self.request.target.command(
+                                 "attach", after=(self.server.name,)))
         except Interrupted:
             self.ui.warn("left the server running; stop it later with: "
-                         f"labhop stop {self._host()} {self._name()}")
+                         + self.request.target.command("stop", after=(self._name(),)))
 
     def _stop(self, name: str, *, expect_id: str = "") -> None:
         """Stop through the connection, never through the local port: SIGTERM is

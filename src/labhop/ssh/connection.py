@@ -62,6 +62,19 @@ def _private_dir(path: Path) -> bool:
     return True
 
 
+def _owned_and_closed(path: Path) -> bool:
+    """A directory of ours that no one else may write to: $XDG_RUNTIME_DIR is the user's
+    own only by convention, and one that another user owns or can write to would let them
+    swap labhop's directory inside it for theirs. Checked, never fixed: it is not ours to
+    chmod."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+            and not stat.S_IMODE(info.st_mode) & 0o022)
+
+
 def shared_dir() -> Path | None:
     """A private directory for labhop's masters, short enough for a ControlPath; None if
     this machine offers none (each command then uses a master of its own)."""
@@ -69,7 +82,7 @@ def shared_dir() -> Path | None:
         return None
     candidates = []
     runtime = oscompat.runtime_base()
-    if runtime is not None and runtime.is_dir():
+    if runtime is not None and _owned_and_closed(runtime):
         candidates.append(runtime / "labhop")
     import platformdirs  # noqa: PLC0415 -- only where there is no runtime directory
 
@@ -295,6 +308,7 @@ def open_master(target: Target, resolved: Resolved, ssh: str, *, control_path: P
     """
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
+    oscompat.raise_open_file_limit()
     # A master killed without cleanup leaves its socket behind, and a new master would
     # then run without multiplexing.
     control_path.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 from labhop.ssh import proc
@@ -85,7 +86,9 @@ def _persist_of(control_path: str) -> int:
 
 def _close_master(ssh: str, control_path: str, host: str) -> None:
     if os.path.exists(control_path):
-        proc.run(control_argv(ssh, control_path, "exit", host), timeout=15)
+        # Too busy to answer: its ControlPersist ends it (MASTER_SAFETY_PERSIST_S).
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.run(control_argv(ssh, control_path, "exit", host), timeout=15)
     for suffix in (".log", ".persist"):
         with contextlib.suppress(OSError):
             os.unlink(control_path + suffix)

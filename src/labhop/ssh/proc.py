@@ -33,35 +33,20 @@ def run(
     input_text: str | None = None,
     timeout: float | None = None,
     new_session: bool = True,
-    stderr_path: Path | None = None,
     log_output: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `argv` to completion and capture its output as text.
-
-    With `stderr_path`, stderr goes to that file instead of a pipe: needed for
-    `ssh -f`, whose daemonised child keeps stderr open long after the parent exits.
-    """
+    """Run `argv` to completion and capture its output as text."""
     _LOGGER.debug("run: %s", shlex.join(argv))
-    stderr: int | IO[str] = subprocess.PIPE
-    log_file = None
-    if stderr_path is not None:
-        log_file = stderr_path.open("a", encoding="utf-8")
-        stderr = log_file
-    try:
-        result = subprocess.run(  # type: ignore[call-overload]
-            list(argv),
-            input=input_text,
-            stdin=None if input_text is not None or not new_session else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            timeout=timeout,
-            check=False,
-            **_session(new_session),
-        )
-    finally:
-        if log_file is not None:
-            log_file.close()
+    result = subprocess.run(  # type: ignore[call-overload]
+        list(argv),
+        input=input_text,
+        stdin=None if input_text is not None or not new_session else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **_session(new_session),
+    )
     _LOGGER.debug("exit %s: %s", result.returncode, shlex.join(argv[:1]))
     if result.stdout and log_output:
         _LOGGER.debug("stdout:\n%s", result.stdout.rstrip())
@@ -109,6 +94,7 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         text=True,
+        errors="replace",  # what a child prints may be any bytes (a log, a file name)
         pass_fds=tuple(pass_fds),
         **_session(detached),
     )

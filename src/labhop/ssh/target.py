@@ -36,6 +36,14 @@ class Target:
     multiplex: bool = True
     persist_s: int = 0
 
+    def command(self, *words: str, after: tuple[str, ...] = ()) -> str:
+        """`labhop WORDS... [ssh options] HOST AFTER...` as a user can paste it back: with the
+        options that were needed to reach the host, each quoted for a POSIX shell."""
+        import shlex  # noqa: PLC0415 -- only for a hint that is printed
+
+        options = [*self.user_args(), *([] if self.multiplex else ["--no-multiplex"])]
+        return shlex.join(["labhop", *words, *options, self.host, *after])
+
     def user_args(self) -> list[str]:
         """The pass-through options in ssh's own syntax (they win over ssh_config)."""
         args: list[str] = []

@@ -65,8 +65,15 @@ activate() {
                 || fail "$exit_env_not_found" "module load $* failed on $fail_host: $(activate_err)"
             env_prefix= ;;
         cmd)
-            eval "$env_value" >&2 2>"$state/activate.err" \
-                || fail "$exit_env_not_found" "the --env command failed on $fail_host: $(activate_err)"
+            # `command`: a failing special builtin in the user's text (dash's `.` of a file
+            # that is not there) returns its status instead of ending this script, so its
+            # own error text reaches the user.
+            command eval "$env_value" >&2 2>"$state/activate.err"
+            rc=$?
+            if [ "$rc" -ne 0 ]; then
+                why=$(activate_err)
+                fail "$exit_env_not_found" "the --env command failed on $fail_host: ${why:-it exited with status $rc}"
+            fi
             env_prefix= ;;
     esac
 }

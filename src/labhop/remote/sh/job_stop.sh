@@ -24,6 +24,6 @@ main() {
     # The job removes its runtime dir (with the cookie secret) on its node as it ends;
     # this catches a job killed before it could, where that node shares this /tmp.
     drop_rundir "$state" "$id"
-    if [ "$keep_log" = 1 ]; then rm -f "$state/token" "$state/pid" "$state/start"; else rm -rf "$state"; fi
+    rm -rf "$state"
     out stopped 1
 }

@@ -37,14 +37,12 @@ main() {
     pid=$(read_file "$state/pid")
     if is_ours "$pid" "$id" "$state"; then
         out was_running 1
-        # The laptop asked Jupyter to shut down through /api/shutdown already when it
-        # could; give that a moment, then SIGTERM (Jupyter's clean path), then SIGKILL.
-        if ! wait_gone "$grace_ticks"; then
-            kill -TERM "$pid" 2>/dev/null && out signal TERM
-            if ! wait_gone "$term_ticks"; then
-                kill -KILL "$pid" 2>/dev/null && out signal KILL
-                wait_gone 25
-            fi
+        # SIGTERM is Jupyter's own clean shutdown (kernels shut down, files removed); a
+        # SIGTERM can be lost while Jupyter writes to its log, so SIGKILL if it hangs.
+        kill -TERM "$pid" 2>/dev/null && out signal TERM
+        if ! wait_gone "$term_ticks"; then
+            kill -KILL "$pid" 2>/dev/null && out signal KILL
+            wait_gone 25
         fi
     else
         out was_running 0
@@ -59,10 +57,6 @@ main() {
     load "$state/endpoint" || got=
     case $got in unix:*) rm -f "${got#unix:}" ;; esac
     drop_rundir "$state" "$id"
-    if [ "$keep_log" = 1 ]; then
-        rm -f "$state/token" "$state/pid" "$state/start"
-    else
-        rm -rf "$state"
-    fi
+    rm -rf "$state"
     out stopped 1
 }
