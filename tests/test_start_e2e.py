@@ -224,6 +224,20 @@ def test_server_exit_shows_the_last_log_lines(sshd: Sshd) -> None:
     assert "/no/such/dir" in result.stderr.split("exited during start-up", 1)[1]
 
 
+def test_a_timeout_never_prints_a_log_header_above_nothing(sshd: Sshd) -> None:
+    result = run_labhop("-F", str(sshd.config), "gpubox", "--no-browser", "--timeout", "1",
+                        timeout=90)
+    assert result.rc == 24, result.stderr
+    lines = result.stderr.splitlines()
+    [error] = [line for line in lines if line.startswith("labhop: error: ")]
+    assert "did not answer within 1 s on gpubox" in error
+    if error.endswith("the last lines of its log:"):
+        assert lines[lines.index(error) + 1:], result.stderr  # the log lines follow
+        assert lines[lines.index(error) + 1].startswith("  | "), result.stderr
+    else:
+        assert error.endswith("(its log is empty)"), result.stderr
+
+
 def test_an_explicit_port_that_is_taken_is_an_error(sshd: Sshd) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -18,7 +18,9 @@ import time
 import pytest
 
 from tests.labhop_cli import run_labhop
+from tests.test_json_e2e import run_code_through
 from tests.test_servers_e2e import start_kept
+from tests.test_start_e2e import URL, start, wait_until_no_user_processes
 from tests.testbed import HOME, Sshd
 
 pytestmark = pytest.mark.e2e
@@ -83,3 +85,28 @@ def test_an_escape_sequence_in_a_folder_name_reaches_the_terminal_escaped(sshd: 
 
     stopped = run_labhop("stop", "-F", str(sshd.config), "gpubox", "hostile")
     assert stopped.rc == 0, stopped.stderr
+
+
+NOISE = ("\n# labhop test: a login file that prints what looks like labhop's own lines\n"
+         "echo 'labhop:token=forged'\necho 'labhop:endpoint=tcp:127.0.0.1:1'\n"
+         "echo 'labhop:open_path=../../etc'\necho 'Welcome to gpubox'\n")
+
+
+def test_a_noisy_login_file_neither_breaks_a_start_nor_forges_a_value(sshd: Sshd) -> None:
+    """Everything a login file prints comes before the script's run marker, so it is never
+    read as the script's: the start works, with the real token and socket."""
+    profile = HOME / ".profile"
+    original = profile.read_bytes()
+    try:
+        profile.write_bytes(original + NOISE.encode())
+        with start(sshd, "gpubox", "--name", "noisy") as run:
+            url = run.wait_for(URL, timeout=90)
+            assert len(url["token"]) == 48  # not the "forged" one
+            assert url["path"] == "/lab", run.output
+            assert run_code_through(f"http://127.0.0.1:{url['port']}/?token={url['token']}"
+                                    ) == "lhtest 42"
+            run.interrupt()
+            assert run.wait(30) == 0, run.output
+    finally:
+        profile.write_bytes(original)
+    assert wait_until_no_user_processes() == []

@@ -33,10 +33,20 @@ class ExitStatus(IntEnum):
     REMOTE_FAILED = 26
     NOT_FOUND = 27
     NO_GPUS = 28
+    SERVER_ENDED = 29
     SLURM_REFUSED = 30
     SLURM_PENDING = 31
     INTERNAL = 70  # a bug in labhop (sysexits' EX_SOFTWARE): the front door's catch-all
     INTERRUPTED = 130
+
+
+def with_log(message: str, log: str) -> dict[str, str]:
+    """An error's message and details when the server's log tail goes with it: the tail
+    under its header, or, when the log holds nothing, a message that says so (never a
+    header above nothing)."""
+    if log.strip():
+        return {"message": f"{message}; the last lines of its log:", "details": log}
+    return {"message": f"{message} (its log is empty)", "details": ""}
 
 
 class LabhopError(Exception):
@@ -112,6 +122,13 @@ class SocketForwardingRefusedError(RemoteError):
 
 class ServerExitedError(RemoteError):
     status = ExitStatus.SERVER_EXITED
+
+
+class ServerEndedError(RemoteError):
+    """The server ended by itself while a labhop was attached: its --idle-timeout, a crash,
+    a job's walltime. (A stop someone asked for, `labhop stop`, is no error.)"""
+
+    status = ExitStatus.SERVER_ENDED
 
 
 class StartTimeoutError(RemoteError):

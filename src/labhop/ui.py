@@ -99,7 +99,7 @@ class UI:
         self._line(self._stderr, message, "labhop: error:", _BOLD_RED)
         if details:
             for line in details.rstrip().splitlines():
-                self._line(self._stderr, line, " |", _DIM)
+                self._line(self._stderr, line, "  |", _DIM)
 
     def check(self, ok: bool | None, label: str, detail: str, fix: str = "", *,
               width: int = 0) -> None:

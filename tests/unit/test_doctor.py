@@ -345,7 +345,8 @@ def test_the_listener_answers_until_its_stdin_ends_and_removes_its_directory(
                         run_root, "/usr/bin:/bin")
     try:
         assert listener.stdout is not None
-        lines = [listener.stdout.readline().rstrip("\n") for _ in range(2)]
+        # The run marker, then the socket and that it listens.
+        lines = [listener.stdout.readline().rstrip("\n") for _ in range(3)]
         fields = protocol.parse_output("\n".join(lines), protocol.DOCTOR_LISTEN_KEYS)
         assert fields.get("listening") == "1"
         sock = Path(fields.get("sock"))

@@ -162,7 +162,8 @@ def unique_id() -> str:
 def failure(result: subprocess.CompletedProcess[str]) -> str:
     """The script's `labhop:error=` message; no other field may be forged beside it."""
     assert not any(line.startswith("labhop:") and not line.startswith(
-        ("labhop:error=", "labhop:exit=")) for line in result.stdout.split("\n"))
+        ("labhop:error=", "labhop:exit=", protocol.RUN_MARKER))
+        for line in result.stdout.split("\n"))
     return protocol.parse_failure(result.stdout).get("error")
 
 

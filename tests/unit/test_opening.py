@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,10 @@ def test_the_path_is_reported_relative_to_the_root_with_its_kind(
     rc, output, stdout = launch(home, path, root_dir)
     assert rc == 0, stdout
     assert (output.get("open_path"), output.get("open_kind")) == (where, kind)
+    # The launch starts Jupyter detached: the stand-in notes it ran a moment later.
+    deadline = time.monotonic() + 10
+    while not (home / "jupyter-ran").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert (home / "jupyter-ran").exists()
 
 
@@ -175,6 +180,29 @@ def test_a_missing_or_outside_path_starts_nothing_and_leaves_nothing(
     assert failure.get("error").startswith(message.format(home=home, host=host))
     assert not (home / "jupyter-ran").exists()
     assert not (home / ".local/state/labhop/servers/proj").exists()
+
+
+@pytest.mark.parametrize("path", ["escape.txt", "nb/../escape.txt", "escdir", "escdir/outside.txt",
+                                  "{home}/proj/escape.txt", "~/proj/escdir", "chain.txt"])
+def test_a_symlink_inside_the_root_that_leads_out_of_it_is_outside(home: Path,
+                                                                   path: str) -> None:
+    """--dir is a boundary: a link in the root to a file or folder elsewhere is refused
+    like the path it leads to (exit 22), however the PATH is spelled."""
+    (home / "proj/escape.txt").symlink_to(home / "outside.txt")
+    (home / "proj/escdir").symlink_to(home)
+    (home / "proj/hop.txt").symlink_to("escape.txt")  # a link to a link, relative
+    (home / "proj/chain.txt").symlink_to("hop.txt")
+    rc, failure, stdout = launch(home, path.format(home=home))
+    assert rc == protocol.Exit.ROOT_DIR_MISSING, stdout
+    assert "is outside the server root" in failure.get("error")
+    assert not (home / "jupyter-ran").exists()
+
+
+def test_a_symlink_that_stays_inside_the_root_is_opened_as_typed(home: Path) -> None:
+    (home / "proj/shortcut.ipynb").symlink_to("nb/demo.ipynb")
+    rc, output, stdout = launch(home, "shortcut.ipynb")
+    assert rc == 0, stdout
+    assert (output.get("open_path"), output.get("open_kind")) == ("shortcut.ipynb", "file")
 
 
 def test_a_missing_root_is_still_reported_as_the_root(home: Path) -> None:

@@ -154,10 +154,10 @@ def test_default_options_respect_what_the_config_chose() -> None:
 
 
 def test_a_printed_command_repeats_the_ssh_options_quoted_to_paste_back() -> None:
-    target = Target(host="gamer", config_file="/tmp/my config", jump="bastion", login="me",
+    target = Target(host="gamer", config_file="~/my config", jump="bastion", login="me",
                     port=2222, identity_files=("~/.ssh/id x",), options=("User=o'neil",))
     assert target.command("attach", after=("proj",)) == (
-        "labhop attach -F '/tmp/my config' -J bastion -i '~/.ssh/id x' -l me -p 2222 "
+        "labhop attach -F '~/my config' -J bastion -i '~/.ssh/id x' -l me -p 2222 "
         "-o 'User=o'\"'\"'neil' gamer proj")
     assert Target(host="gamer", multiplex=False).command("stop", after=("a b",)) == (
         "labhop stop --no-multiplex gamer 'a b'")

@@ -87,6 +87,9 @@ class Health:
     alive: bool
     # Time until the backend ends it (a job's walltime); None: no limit, or none known.
     time_left_s: int | None = None
+    # Whether its state entry is still there: `labhop stop` removes it, a server that
+    # ends by itself (idle timeout, crash, walltime) leaves it for the log.
+    known: bool = True
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,11 @@ def run_script(conn: Connection, script: Script, what: str, *,
     """Run `script` over `conn`; its stdout, or the error its failure means (`what` is the
     step for a message: "starting Jupyter"). The one way every step runs a script."""
     result = conn.run_script(script, timeout=timeout)
+    stdout = protocol.after_marker(result.stdout, script.marker)
     if result.returncode != 0:
-        raise script_failure(result.stdout, result.stderr, result.returncode, what,
+        raise script_failure(stdout, result.stderr, result.returncode, what,
                              host=conn.target.host)
-    return result.stdout
+    return stdout
 
 
 def run_and_parse(conn: Connection, script: Script, what: str, *,
@@ -185,9 +189,10 @@ class Backend(abc.ABC):
         return "localhost", self.conn.target.host
 
     def ended_message(self, server: Server, host: str) -> str:
-        """What to say when an attached server ended behind the tunnel."""
-        return (f"'{server.name}' on {host} has stopped (labhop stop, its --idle-timeout, "
-                "or a crash); the last lines of its log:")
+        """What to say when an attached server ended by itself behind the tunnel (its
+        state entry is still there: no `labhop stop` removed it)."""
+        return (f"'{server.name}' on {host} has ended by itself (its --idle-timeout, or a "
+                "crash)")
 
     def ending_soon_message(self, seconds_left: int) -> str:
         return (f"the server ends in {squeue.format_duration(seconds_left)} (its time limit); "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from labhop import gpus
 from labhop.backends.base import Backend, Health, Server, Status, entry_kinds, run_script
-from labhop.errors import RemoteError
 from labhop.remote import gpu_query, jupyter, protocol, scripts
+from labhop.remote.protocol import ProtocolError
 
 
 class HostBackend(Backend):
@@ -18,7 +18,7 @@ class HostBackend(Backend):
         fields = self._run(scripts.launch_script(request, kinds=entry_kinds()),
                            "starting Jupyter")
         if not fields.get("pid") or not fields.get("endpoint"):
-            raise RemoteError(
+            raise ProtocolError(
                 "the remote start script printed no server details; run with --debug to see "
                 "what the remote shell printed"
             )
@@ -48,7 +48,8 @@ class HostBackend(Backend):
         return self._run(script, "stopping the server", timeout=90)
 
     def health(self, server: Server) -> Health:
-        return Health(alive=self.status(server.name).alive)
+        status = self.status(server.name)
+        return Health(alive=status.alive, known=status.known)
 
     def gpus(self) -> gpus.GpuReport:
         """What nvidia-smi on the host says now, with each GPU process's user and server."""

@@ -6,7 +6,7 @@ import dataclasses
 import time
 
 from labhop.backends.base import SENTINEL_ERRORS, Backend, Health, Server, Status, entry_kinds
-from labhop.errors import RemoteError, ServerExitedError, SlurmPendingError
+from labhop.errors import RemoteError, ServerExitedError, SlurmPendingError, with_log
 from labhop.remote import jupyter, protocol, scripts, squeue
 
 
@@ -76,10 +76,8 @@ class SlurmBackend(Backend):
             code = int(fields.get("job_exit")) if fields.get("job_exit").isdigit() else 0
             return SENTINEL_ERRORS.get(code, RemoteError)(
                 f"Slurm job {jobid}: {fields.get('job_error')}")
-        return ServerExitedError(
-            f"Slurm job {jobid} ended before Jupyter was ready; the last lines of its log:",
-            details=log,
-        )
+        return ServerExitedError(**with_log(
+            f"Slurm job {jobid} ended before Jupyter was ready", log))
 
     def status(self, name: str, *, with_log: bool = False) -> Status:
         fields = self._job_fields(name, with_log=with_log)
@@ -93,9 +91,11 @@ class SlurmBackend(Backend):
         return self._run(script, "cancelling the job", timeout=90)
 
     def health(self, server: Server) -> Health:
-        job = self.status(server.name).job
+        status = self.status(server.name)
+        job = status.job
         alive = job is not None and not job.gone
-        return Health(alive=alive, time_left_s=job.time_left_s if job else None)
+        return Health(alive=alive, time_left_s=job.time_left_s if job else None,
+                      known=status.known)
 
     def where(self, server: Server) -> str:
         return f"job {server.jobid} on {server.node}"
@@ -109,7 +109,7 @@ class SlurmBackend(Backend):
 
     def ended_message(self, server: Server, host: str) -> str:
         return (f"the Slurm job running '{server.name}' has ended (walltime reached, or "
-                "cancelled); the last lines of its log:")
+                "cancelled)")
 
     def ending_soon_message(self, seconds_left: int) -> str:
         return (f"the Slurm job ends in {squeue.format_duration(seconds_left)} (walltime); "

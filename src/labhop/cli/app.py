@@ -24,6 +24,7 @@ Exit status:
   24  server did not answer in time (--timeout)
   25  local port unusable    26  other remote failure
   27  no such server         28  no GPU (or none that --gpus names)
+  29  the server ended by itself while attached (idle timeout, crash)
   30  Slurm refused the job
   31  Slurm job still pending at --queue-timeout (cancelled)
   70  internal error (a bug in labhop: please report it)

@@ -215,12 +215,13 @@ def probe_socket(conn: Connection, python: str) -> tuple[bool, str]:
 
 
 def _probe_socket(conn: Connection, python: str) -> tuple[bool, str]:
-    listener = conn.start_script(scripts.doctor_script("listen", python=python),
-                                 stdout=subprocess.PIPE)
+    script = scripts.doctor_script("listen", python=python)
+    listener = conn.start_script(script, stdout=subprocess.PIPE)
     try:
         ready, lines = proc.lines_until(listener, "labhop:listening=1",
                                         timeout=LISTENER_TIMEOUT_S)
-        output = protocol.parse_output("\n".join(lines), protocol.DOCTOR_LISTEN_KEYS)
+        output = protocol.parse_output(protocol.after_marker("\n".join(lines), script.marker),
+                                       protocol.DOCTOR_LISTEN_KEYS)
         if not ready:
             error = output.get("error") or "it did not start"
             return False, f"could not start a test listener with {python}: {error}"

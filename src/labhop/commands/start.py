@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from labhop import opening
 from labhop.config.options import Options
-from labhop.session import supervisor
+from labhop.session import sessions, supervisor
 from labhop.ssh.target import Target
 from labhop.ui import UI
 
@@ -32,7 +32,7 @@ def start(resolved: Options, target: Target, ui: UI, *, path: str | None, as_jso
         gpus=resolved.gpus,
         open_path=opening.normalize(path) if path is not None else "",
     )
-    return supervisor.start(request, ui)
+    return sessions.start(request, ui)
 
 
 def attach(resolved: Options, target: Target, ui: UI, *, as_json: bool) -> int:
@@ -45,4 +45,4 @@ def attach(resolved: Options, target: Target, ui: UI, *, as_json: bool) -> int:
         open_browser=not (resolved.no_browser or as_json),
         start_timeout=float(resolved.timeout),
     )
-    return supervisor.attach(request, ui)
+    return sessions.attach(request, ui)

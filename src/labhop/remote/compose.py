@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from labhop.remote.protocol import HOST_PLACEHOLDER, Exit, Keys
+from labhop.remote.protocol import HOST_PLACEHOLDER, RUN_MARKER, Exit, Keys
 from labhop.remote.squeue import LIVE_STATES
 
 # The command the remote login shell runs for every script. The script itself comes on
@@ -44,6 +45,9 @@ class Script:
     text: str
     keys: Keys
     login: bool = False
+    # Printed (as protocol.RUN_MARKER + marker) just before the script's own output: what
+    # came before it is the login files' (protocol.after_marker).
+    marker: str = ""
 
     @property
     def command(self) -> str:
@@ -113,9 +117,10 @@ def script(keys: Keys, assignments: str, *bodies: str, login: bool = False) -> S
     """The prelude, the values, the bodies, then `main`: always a function, so sh reads
     the whole script before running any of it (a child that read stdin could otherwise
     eat the rest of the script)."""
-    text = "\n".join((body("prelude.sh"), _decided_in_python() + assignments, *bodies,
-                      "main\n"))
-    return Script(text, keys, login)
+    marker = secrets.token_hex(8)
+    start = f"printf '%s\\n' {shlex.quote(RUN_MARKER + marker)}\nmain\n"
+    text = "\n".join((body("prelude.sh"), _decided_in_python() + assignments, *bodies, start))
+    return Script(text, keys, login, marker)
 
 
 _KIND_NAME = re.compile(r"[a-z][a-z0-9_]*")

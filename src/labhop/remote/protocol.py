@@ -137,9 +137,33 @@ def decode_value(text: str) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+class ProtocolError(RemoteError):
+    """A script's output is not what it writes: refused, never guessed. The script itself
+    may have done its work (a launch then has a server to stop)."""
+
+
+# The line every script prints just before its own output (see compose.script): a random
+# marker per run, so that what the user's login files print before it (a banner, or a line
+# that looks like labhop's) is never read as the script's.
+RUN_MARKER = "labhop:run="
+
+
+def after_marker(stdout: str, marker: str) -> str:
+    """What the script printed after its run marker; all of it when it has none (a script
+    built without one), nothing when its marker never came (it failed before)."""
+    if not marker:
+        return stdout
+    line = f"{RUN_MARKER}{marker}"
+    lines = stdout.split("\n")
+    for index, text in enumerate(lines):
+        if text.removesuffix("\r") == line:
+            return "\n".join(lines[index + 1:])
+    return ""
+
+
 def _protocol_error(keys: Keys | None, problem: str) -> RemoteError:
     script = keys.script if keys is not None else "remote script"
-    return RemoteError(
+    return ProtocolError(
         f"the remote {script} printed {problem}; that is not what labhop's script writes "
         "(a login file, or a file name, may have printed it), so labhop stops here; run "
         "with --debug to see what the remote shell printed"
@@ -149,10 +173,13 @@ def _protocol_error(keys: Keys | None, problem: str) -> RemoteError:
 def _lines(stdout: str) -> tuple[list[str], str | None]:
     """(the lines before `labhop:log-begin`, the log after it or None without one)."""
     lines = stdout.split("\n")
+    log = None
     for index, line in enumerate(lines):
         if line.removesuffix("\r") == f"labhop:{_LOG_BEGIN}":
-            return lines[:index], "\n".join("\n".join(lines[index + 1:]).splitlines())
-    return lines, None
+            lines, log = lines[:index], "\n".join("\n".join(lines[index + 1:]).splitlines())
+            break
+    # The run marker is the script's own first line (see after_marker), not a field.
+    return [line for line in lines if not line.startswith(RUN_MARKER)], log
 
 
 def _fields(stdout: str, keys: Keys) -> tuple[list[tuple[str, str]], str]:

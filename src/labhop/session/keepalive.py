@@ -13,8 +13,8 @@ from typing import NoReturn
 
 from labhop import debuglog
 from labhop.backends.base import Backend, Server
-from labhop.errors import MasterBusyError, ServerExitedError, SSHError
-from labhop.session.readiness import log_tail, require_alive
+from labhop.errors import MasterBusyError, ServerEndedError, SSHError, with_log
+from labhop.session.readiness import log_tail
 from labhop.session.tunnel import LocalTunnel, forward_fields, forward_line
 from labhop.ssh.connection import Connection
 from labhop.ui import UI
@@ -36,6 +36,15 @@ SERVER_CHECK_S = 15.0
 WALLTIME_WARNING_S = 600
 
 
+class ServerStopped(Exception):
+    """The server was stopped through labhop (its state entry is gone: `labhop stop` from
+    another terminal or laptop) while this labhop was attached: the session ends well."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
 @dataclass
 class KeepAlive:
     conn: Connection
@@ -51,7 +60,7 @@ class KeepAlive:
     busy_since: float | None = None
 
     def run(self, server: Server) -> NoReturn:
-        """Until the server ends (ServerExitedError) or a signal interrupts."""
+        """Until the server ends (ServerStopped, ServerEndedError) or a signal interrupts."""
         next_server_check = time.monotonic() + SERVER_CHECK_S
         while True:
             time.sleep(LIVENESS_CHECK_S)
@@ -97,12 +106,23 @@ class KeepAlive:
     def _check_health(self, server: Server) -> None:
         health = self.backend.health(server)
         if not health.alive:
-            raise ServerExitedError(self.backend.ended_message(server, self.host),
-                                    details=log_tail(self.backend, server))
+            self._ended(server, health.known, self.backend.ended_message(server, self.host))
         left = health.time_left_s
         if left is not None and left <= WALLTIME_WARNING_S and not self.walltime_warned:
             self.walltime_warned = True
             self.ui.warn(self.backend.ending_soon_message(left))
+
+    def _require_running(self, server: Server, gone: str) -> None:
+        status = self.backend.status(server.name)
+        if not status.alive:
+            self._ended(server, status.known, gone)
+
+    def _ended(self, server: Server, known: bool, message: str) -> NoReturn:
+        """The server is not running: stopped through labhop (its state entry is gone),
+        or ended by itself (the entry stays, with its log)."""
+        if not known:
+            raise ServerStopped(server.name)
+        raise ServerEndedError(**with_log(message, log_tail(self.backend, server)))
 
     def reconnect(self, server: Server) -> None:
         self.ui.warn(f"lost the connection to {self.host}; the server keeps running there. "
@@ -116,9 +136,8 @@ class KeepAlive:
             self._countdown(delay, attempt)
             try:
                 self.conn.reopen()
-                require_alive(self.backend, server,
-                              f"reconnected to {self.host}, but the server '{server.name}' is "
-                              "gone; the last lines of its log:")
+                self._require_running(server, f"reconnected to {self.host}, but "
+                                              f"'{server.name}' has ended there meanwhile")
                 forward_host, where = self.backend.forward_host(server)
                 # The whole set of forwards, the server's and each --forward, as before.
                 moved = self.tunnel.open(server.forward_target(), forward_host)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from labhop import debuglog
 from labhop.backends.base import Backend, Server, Status
-from labhop.errors import LabhopError, ServerExitedError, SSHError, StartTimeoutError
+from labhop.errors import LabhopError, ServerExitedError, SSHError, StartTimeoutError, with_log
 from labhop.session import server_api
 from labhop.session.tunnel import LocalTunnel
 from labhop.ui import UI
@@ -46,7 +46,7 @@ def require_alive(backend: Backend, server: Server, gone: str) -> Status:
     """The server's status; if it is not alive, `gone` and the last lines of its log."""
     status = backend.status(server.name)
     if not status.alive:
-        raise ServerExitedError(gone, details=log_tail(backend, server))
+        raise ServerExitedError(**with_log(gone, log_tail(backend, server)))
     return status
 
 
@@ -93,12 +93,10 @@ class Readiness:
                 else:
                     hung_up_since = None
                 if now >= deadline:
-                    raise StartTimeoutError(
+                    raise StartTimeoutError(**with_log(
                         f"{self.label} did not answer within {self.timeout:.0f} s on "
-                        f"{self.host}; raise --timeout if the host is slow. The last lines of "
-                        "its log:",
-                        details=log_tail(self.backend, server),
-                    )
+                        f"{self.host} (raise --timeout if the host is slow)",
+                        log_tail(self.backend, server)))
                 time.sleep(PROBE_INTERVAL_S)
         _LOGGER.debug("ready after %.2f s of waiting", time.monotonic() - started)
         return server
@@ -106,6 +104,5 @@ class Readiness:
     def _alive_and_listening(self, server: Server) -> bool:
         """Raise if the server died; return whether its socket exists yet."""
         status = require_alive(self.backend, server,
-                               f"{self.label} exited during start-up on {self.host}; the "
-                               "last lines of its log:")
+                               f"{self.label} exited during start-up on {self.host}")
         return bool(status.listening)

@@ -16,30 +16,28 @@ It knows the steps, not shell syntax (`remote`) nor ssh flags (`ssh`).
 from __future__ import annotations
 
 import abc
-import dataclasses
 import getpass
 import os
-import secrets
 import socket
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from labhop import __version__, gpus, model, opening, oscompat
+from labhop import model, opening, oscompat
 from labhop.backends.base import (
     Backend,
     BackendOptions,
     Server,
-    backend_for_entry,
-    backend_for_launch,
-    server_from_entry,
 )
-from labhop.errors import ExitStatus, LabhopError, RemoteError, SocketForwardingRefusedError
+from labhop.errors import (
+    ExitStatus,
+    LabhopError,
+    ServerEndedError,
+    SocketForwardingRefusedError,
+)
 from labhop.model import APP_TABLE, DEFAULT_APP, Forward
-from labhop.remote import jupyter
-from labhop.session import browser, gpu_summary
-from labhop.session.keepalive import KeepAlive
+from labhop.session import browser
+from labhop.session.keepalive import KeepAlive, ServerStopped
 from labhop.session.readiness import Readiness
 from labhop.session.tunnel import (
     LocalTunnel,
@@ -83,16 +81,6 @@ def default_name(root_dir: str) -> str:
     return cleaned or "home"
 
 
-def start(request: StartRequest, ui: UI) -> int:
-    """`labhop HOST`: launch a server (or attach to the one of that name) and supervise it."""
-    return StartSession(request, ui).run()
-
-
-def attach(request: StartRequest, ui: UI) -> int:
-    """`labhop attach HOST [NAME]`: tunnel to a running server; it keeps running after."""
-    return AttachSession(request, ui).run()
-
-
 class Session(abc.ABC):
     """What start and attach share: the phases after the server is known."""
 
@@ -105,8 +93,11 @@ class Session(abc.ABC):
         self.tunnel: LocalTunnel | None = None
         self.ownership: subprocess.Popen[str] | None = None
         self.ready = False
-        # Whether this session stopped the server when it ended (the `stopped` event).
+        # Whether the server is gone when the session ends (the `stopped` event).
         self.stopped_server = False
+        # It ended behind our back (stopped elsewhere, its idle timeout, a crash): there is
+        # nothing left to stop, nor to say that it keeps running.
+        self.server_gone = False
 
     # -- the phases a subclass provides ----------------------------------------------------
     @abc.abstractmethod
@@ -141,6 +132,15 @@ class Session(abc.ABC):
                     self._serve()
                 except Interrupted:
                     pass
+                except ServerStopped:
+                    self.server_gone = self.stopped_server = True
+                    self.ui.info(f"'{self._name()}' was stopped on {self._host()} (labhop "
+                                 "stop, from another terminal or laptop); nothing of it is "
+                                 "left running there")
+                except ServerEndedError:
+                    self.server_gone = True
+                    self._cleanup()
+                    raise
                 except BaseException:
                     self._cleanup()
                     raise
@@ -254,6 +254,8 @@ class Session(abc.ABC):
                 return
             if self.server is None:
                 self._stop_unfinished_launch()
+            elif self.server_gone:
+                pass
             elif self._stops_server():
                 self._stop(self.server.name)
             else:
@@ -261,8 +263,27 @@ class Session(abc.ABC):
                              "reattach with: " + self.request.target.command(
                                  "attach", after=(self.server.name,)))
         except Interrupted:
-            self.ui.warn("left the server running; stop it later with: "
-                         + self.request.target.command("stop", after=(self._name(),)))
+            self._say_what_is_left()
+
+    def _say_what_is_left(self) -> None:
+        """The cleanup was cut short (Ctrl+C pressed again and again): look, once, whether
+        the server still runs, and say that, rather than what may have happened."""
+        if self.stopped_server or self.server_gone or self.backend is None:
+            return  # what happened was said already
+        name = self._name()
+        stop = self.request.target.command("stop", after=(name,))
+        try:
+            alive = self._backend().status(name).alive
+        except (LabhopError, Interrupted):
+            self.ui.warn(f"could not tell whether '{name}' still runs on {self._host()}; "
+                         f"look with: {self.request.target.command('ls')}, and stop it "
+                         f"with: {stop}")
+            return
+        if alive:
+            self.ui.warn(f"left the server running; stop it later with: {stop}")
+        else:
+            self.stopped_server = True
+            self.ui.done(f"'{name}' has stopped; nothing left running on {self._host()}")
 
     def _stop(self, name: str, *, expect_id: str = "") -> None:
         """Stop through the connection, never through the local port: SIGTERM is
@@ -305,136 +326,3 @@ class Session(abc.ABC):
 
     def _backend_options(self) -> BackendOptions:
         return BackendOptions(queue_timeout=self.request.queue_timeout, progress=self.ui.step)
-
-
-class StartSession(Session):
-    """`labhop HOST`: launch the server (or find the one running under that name)."""
-
-    def __init__(self, request: StartRequest, ui: UI) -> None:
-        super().__init__(request, ui)
-        self.owns_server = False
-        # The id of a launch whose answer has not arrived yet (see _stop_unfinished_launch).
-        self.pending_id = ""
-        # --gpus resolved against the host's GPUs (and the report it came from).
-        self.gpu_choice: tuple[gpus.GpuChoice, gpus.GpuReport] | None = None
-
-    def _obtain_server(self) -> Server:
-        self.backend = backend_for_launch(self._conn(), slurm_args=self.request.slurm,
-                                          options=self._backend_options())
-        return self._launch("unix")
-
-    def _launch(self, transport: str) -> Server:
-        request = self.request
-        name = self._name()
-        where = f" in {request.env}" if request.env else ""
-        label = APP_TABLE[request.app].label
-        # Before the id is pending: a --gpus the host cannot meet fails here, and then
-        # nothing was launched that a cleanup would have to stop (or say it stops).
-        cuda_visible_devices = self._cuda_visible_devices()
-        self.pending_id = secrets.token_hex(8)
-        launch = jupyter.LaunchRequest(
-            name=name,
-            server_id=self.pending_id,
-            token=secrets.token_hex(24),
-            app=request.app,
-            env=request.env,
-            root_dir=request.root_dir,
-            local_home=str(Path.home()),
-            transport=transport,
-            idle_timeout=request.idle_timeout,
-            jupyter_args=request.jupyter_args,
-            record=self._launch_record(name),
-            cuda_visible_devices=cuda_visible_devices,
-            open_path=request.open_path,
-        )
-        with self.ui.spinner(f"starting {label}{where} as '{name}'"):
-            try:
-                server = self._backend().launch(launch)
-            except RemoteError:
-                self.pending_id = ""  # the script failed and cleaned up after itself
-                raise
-        self.pending_id = ""
-        if server.note:
-            self.ui.info(server.note)
-        if server.existing:
-            self.ui.info(f"'{name}' is already running on {self._host()} "
-                         f"({self._backend().where(server)}); attaching to it")
-            if request.gpus:
-                self.gpu_choice = None  # it keeps the GPUs it was started with
-                self.ui.warn(f"--gpus does not change a running server; stop '{name}' "
-                             "first to start it on other GPUs")
-        else:
-            self.owns_server = True
-        return server
-
-    def _relaunch_over_tcp(self) -> Server:
-        assert self.server is not None
-        self._tunnel().close()
-        self._backend().stop(self.server.name)
-        self.server = self._launch("tcp")
-        self._open_tunnel()
-        return self.server
-
-    def _launch_record(self, name: str) -> dict[str, object]:
-        request = self.request
-        return {
-            "name": name,
-            "backend": self._backend().kind,
-            "app": request.app,
-            "env": str(request.env) if request.env else "",
-            "root_dir": request.root_dir,
-            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "idle_timeout": request.idle_timeout,
-            "client": f"{getpass.getuser()}@{socket.gethostname()}",
-            "client_pid": os.getpid(),
-            "keep": request.keep,
-            "labhop": __version__,
-            "jupyter_args": list(request.jupyter_args),
-        }
-
-    def _cuda_visible_devices(self) -> str:
-        """CUDA_VISIBLE_DEVICES for --gpus, checked against the host's GPUs first."""
-        spec = self.request.gpus
-        if not spec:
-            return ""
-        if self.gpu_choice is None:
-            with self.ui.spinner(f"checking the GPUs for --gpus {spec}"):
-                self.gpu_choice = gpu_summary.resolve_gpus(self._backend(), spec, self._host())
-        return self.gpu_choice[0].cuda_visible_devices
-
-    def _after_ready(self) -> None:
-        """The GPUs the server uses, and one line if one of them is nearly full or busy."""
-        if self.ui.quiet and self.gpu_choice is None:
-            return  # only the query for the warning; skip it when nothing would show
-        summary = gpu_summary.gpu_summary(self._backend(), self._host(), self.gpu_choice)
-        if summary is None:
-            return
-        self.ui.table(gpus.GPU_HEADERS, summary.rows, to_stderr=True)
-        if summary.warning:
-            self.ui.warn(summary.warning)
-
-    def _stops_server(self) -> bool:
-        return self.owns_server and not self.request.keep
-
-    def _stop_unfinished_launch(self) -> None:
-        # The launch script may have started the server anyway. Stop it only if it is the
-        # one this run launched (its id matches).
-        if self.pending_id:
-            self._stop(self._name(), expect_id=self.pending_id)
-
-
-class AttachSession(Session):
-    """`labhop attach HOST [NAME]`: the server runs already, and keeps running after."""
-
-    def _obtain_server(self) -> Server:
-        # Any backend reads the state directory; the server's own record says which one
-        # runs it (only Slurm can say whether a job is alive).
-        finder = backend_for_launch(self._conn(), slurm_args=None)
-        entry = finder.find(self.request.name, with_token=True)
-        self.backend = backend_for_entry(self._conn(), entry, self._backend_options())
-        server = server_from_entry(entry)
-        self.ui.info(f"attaching to '{entry.name}' on {self._host()} "
-                     f"({self.backend.where(server)})")
-        self.request = dataclasses.replace(
-            self.request, app=str(entry.record.get("app") or DEFAULT_APP), name=entry.name)
-        return server

@@ -45,24 +45,37 @@ open_in() {
     else
         fail "$exit_root_dir_missing" "no such file or folder on $fail_host: $open_path"
     fi
-    op_rel=
+    # --dir is a boundary: where the path really leads, through every symlink (the root
+    # is a real path too), must be inside the root, whatever its spelling.
+    if [ "$op_kind" = dir ]; then op_real=$(cd -P -- "$op_target" && pwd -P && printf x)
+    else op_real=$(real_file "$op_target" && printf x); fi || op_real=x
+    op_real=${op_real%x}; op_real=${op_real%"$nl"}
+    open_under "$op_real_root" "$op_real" \
+        || fail "$exit_root_dir_missing" "$open_path is outside the server root $op_real_root on $fail_host; PATH must be inside --dir"
+    # The URL names it as typed where that is inside the root (the browser shows what the
+    # user asked for); a path that leads up and back in is named by where it leads.
     case $op_form in
         rel) op_rel=$open_path ;;
-        abs) open_under "$op_root" "$op_target" || open_under "$op_real_root" "$op_target" ;;
+        abs) open_under "$op_root" "$op_target" || open_under "$op_real_root" "$op_target" \
+                || open_under "$op_real_root" "$op_real" ;;
     esac
-    # Otherwise only resolving the folder tells where a path leads.
-    if [ -z "$op_rel" ]; then
-        # Through symlinks (the root is a real path too): the folder itself, or the
-        # folder the file is in.
-        if [ "$op_kind" = dir ]; then op_real=$(cd -P -- "$op_target" && pwd -P && printf x)
-        else op_real=$(cd -P -- "${op_target%/*}/" && pwd -P && printf x); fi || op_real=x
-        op_real=${op_real%x}; op_real=${op_real%"$nl"}
-        [ "$op_kind" = dir ] || op_real=${op_real%/}/${op_target##*/}
-        open_under "$op_real_root" "$op_real" \
-            || fail "$exit_root_dir_missing" "$open_path is outside the server root $op_real_root on $fail_host; PATH must be inside --dir"
-    fi
     out open_path "$op_rel"
     out open_kind "$op_kind"
+}
+# The real path of file $1: the folder it is in through symlinks, and the file itself
+# followed when it is a symlink (to a file elsewhere), at most 40 links deep.
+real_file() {
+    rf_path=$1 rf_n=0
+    while [ -L "$rf_path" ]; do
+        [ "$rf_n" -lt 40 ] || return 1
+        rf_link=$(readlink -- "$rf_path" && printf x) || return 1
+        rf_link=${rf_link%x}; rf_link=${rf_link%"$nl"}
+        case $rf_link in /*) rf_path=$rf_link ;; *) rf_path=${rf_path%/*}/$rf_link ;; esac
+        rf_n=$((rf_n + 1))
+    done
+    rf_dir=$(cd -P -- "${rf_path%/*}/" && pwd -P && printf x) || return 1
+    rf_dir=${rf_dir%x}; rf_dir=${rf_dir%"$nl"}
+    printf '%s/%s' "${rf_dir%/}" "${rf_path##*/}"
 }
 # Sets $op_rel to path $2 relative to the folder $1 ("." for $1 itself); false when $2
 # is not inside $1.
