@@ -39,13 +39,12 @@ def wait_until(condition: Callable[[], object], timeout: float = 15) -> object:
 
 def laptop_leftovers(runtime: Path) -> list[str]:
     """What labhop left on the laptop: processes of its runtime directory (masters, guards,
-    tunnels) and anything there but the 0-byte lock files of its shared masters."""
+    tunnels) and anything there, the lock files of its shared masters included."""
     found = [f"process {pid}: {cmdline}" for pid, cmdline in processes_with_in_cmdline(
         str(runtime)) if "pytest" not in cmdline]
     shared = runtime / "labhop"
     if shared.is_dir():
-        found += [f"file {entry.name}" for entry in shared.iterdir()
-                  if entry.suffix not in (".lock", ".users")]
+        found += [f"file {entry.name}" for entry in shared.iterdir()]
     return found
 
 

@@ -36,7 +36,7 @@ def test_the_demo_says_how_to_reach_its_host_from_a_second_terminal(tmp_path: Pa
     with start_demo(tmp_path) as demo:
         demo.wait_for(URL, timeout=120)
         commands = [line.strip() for line in demo.output.splitlines()
-                    if line.startswith("    .venv/bin/labhop ")]
+                    if line.startswith(f"    {Path(sys.executable).parent / 'labhop'} ")]
         assert [shlex.split(line)[1:] for line in commands] == [
             [command, "-F", str(stable), "gpubox"] for command in ("ls", "logs", "gpus", "stop")]
         by_name = {shlex.split(line)[1]: shlex.split(line) for line in commands}

@@ -7,10 +7,12 @@ import json
 import os
 import shlex
 import signal
+import socket
 import time
 
 import pytest
 
+from labhop.ssh.ports import preferred_port
 from tests import jupyter_api
 from tests.labhop_cli import LabhopProcess, Result, run_labhop
 from tests.test_start_e2e import STATE, URL, start, wait_until_no_user_processes
@@ -167,6 +169,42 @@ def test_start_and_ctrl_c_twenty_times_leaves_nothing(sshd: Sshd) -> None:
         assert wait_until_no_user_processes() == [], f"cycle {cycle}"
 
 
+def test_each_server_keeps_its_own_port_and_attach_tries_the_recorded_one(
+        sshd: Sshd) -> None:
+    """The URL of a server stays put: its port comes from (host, name), is recorded in its
+    state, and an attach tries it first; a taken one moves, with a line saying so."""
+    start_kept(sshd, "one")
+    start_kept(sshd, "two")
+    recorded = {str(entry["name"]): entry for entry in listed(sshd)}
+    records = {name: json.loads((STATE / name / "launch.json").read_text())["port"]
+               for name in ("one", "two")}
+    assert records == {"one": preferred_port("gpubox", "one"),
+                       "two": preferred_port("gpubox", "two")}
+    assert records["one"] != records["two"] and set(recorded) == {"one", "two"}
+    for name in ("one", "two"):
+        with LabhopProcess.start("attach", "-F", str(sshd.config), "gpubox", name,
+                                 "--no-browser") as attached:
+            url = attached.wait_for(URL, timeout=60)
+            assert int(url["port"]) == records[name], attached.output
+            attached.interrupt()
+            assert attached.wait(30) == 0
+    # The recorded port taken: the attach moves to another and says so.
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", records["one"]))
+        busy.listen()
+        with LabhopProcess.start("attach", "-F", str(sshd.config), "gpubox", "one",
+                                 "--no-browser") as attached:
+            url = attached.wait_for(URL, timeout=60)
+            assert int(url["port"]) != records["one"]
+            assert f"local port {records['one']} is busy; using {url['port']}" in (
+                attached.output)
+            attached.interrupt()
+            assert attached.wait(30) == 0
+    for name in ("one", "two"):
+        assert labhop(sshd, "stop", "gpubox", name).rc == 0
+
+
 def test_an_attached_labhop_says_so_when_the_server_is_stopped_elsewhere(sshd: Sshd) -> None:
     start_kept(sshd, "proj")
     with LabhopProcess.start("attach", "-F", str(sshd.config), "gpubox", "proj",
@@ -181,3 +219,29 @@ def test_an_attached_labhop_says_so_when_the_server_is_stopped_elsewhere(sshd: S
         assert "stopping 'proj'" not in attached.output
         assert "error" not in attached.output and "last lines of its log" not in attached.output
     assert wait_until_no_user_processes() == []
+
+
+def test_detach_starts_waits_until_it_answers_and_gives_the_terminal_back(sshd: Sshd) -> None:
+    result = labhop(sshd, "gpubox", "--name", "dt", "--detach", timeout=120)
+    assert result.rc == 0, result.stderr
+    assert "is running on gpubox (server 'dt'" in result.stderr
+    hint = result.stderr.split("reattach with: ", 1)[1].splitlines()[0]
+    assert shlex.split(hint) == ["labhop", "attach", "-F", str(sshd.config), "gpubox", "dt"]
+    [entry] = listed(sshd)
+    assert (entry["name"], entry["state"]) == ("dt", "kept")
+    # No tunnel, no guard, no labhop process of this run is left on the laptop (the
+    # master it opened ends with it, a moment after).
+    deadline = time.monotonic() + 15
+    while processes_with_in_cmdline(str(sshd.config)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_with_in_cmdline(str(sshd.config)) == []
+    # The same for a script: one ready event without a local URL, then the end.
+    as_json = labhop(sshd, "gpubox", "--name", "dt", "--detach", "--json", timeout=120)
+    assert as_json.rc == 0, as_json.stderr
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    [ready] = [event for event in events if event["event"] == "ready"]
+    assert "url" not in ready and "port" not in ready
+    assert (ready["name"], ready["host"], ready["pid"]) == ("dt", "gpubox", entry["pid"])
+    assert events[-1] == {"event": "stopped", "name": "dt", "host": "gpubox",
+                          "server_running": True}
+    assert labhop(sshd, "stop", "gpubox", "dt").rc == 0

@@ -255,12 +255,12 @@ def test_a_taken_default_port_is_replaced_with_a_line_saying_so(sshd: Sshd) -> N
     with socket.socket() as busy:
         # SO_REUSEADDR: earlier tests leave connections to this port in TIME_WAIT.
         busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        busy.bind(("127.0.0.1", preferred_port("gpubox")))
+        busy.bind(("127.0.0.1", preferred_port("gpubox", "proj")))
         busy.listen()
         with start(sshd, "gpubox", "--name", "proj") as labhop:
             url = labhop.wait_for(URL, timeout=90)
             assert (
-                f"local port {preferred_port('gpubox')} is busy; using {url['port']}"
+                f"local port {preferred_port('gpubox', 'proj')} is busy; using {url['port']}"
                 in labhop.output
             )
             stop_with_ctrl_c(labhop)

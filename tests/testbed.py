@@ -692,11 +692,10 @@ def demo_config_path() -> Path:
     return Path.home() / ".cache" / "labhop-demo" / "ssh_config"
 
 
-def demo_commands(config: Path, alias: str, cwd: Path | None = None) -> list[str]:
+def demo_commands(config: Path, alias: str) -> list[str]:
     """The commands to try on the demo host from a second terminal (as the demo's user)."""
-    labhop = Path(sys.executable).parent / "labhop"
-    here = cwd or Path.cwd()
-    shown = str(labhop.relative_to(here)) if labhop.is_relative_to(here) else str(labhop)
+    # In full, so that each works from any directory.
+    shown = str(Path(sys.executable).parent / "labhop")
     sudo = "sudo " if os.environ.get("SUDO_USER") else ""
     prefix = f"{sudo}{shlex.quote(shown)}"
     quoted = shlex.quote(str(config))

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from labhop.cli import ls as ls_cli
+from labhop.cli import main as front_door
+from labhop.cli import registry
 from labhop.cli.main import main
 from labhop.commands import start as start_command
 from labhop.errors import ExitStatus
+from labhop.ssh import proc
 
 
 def boom(*args: object, **kwargs: object) -> object:
@@ -72,3 +75,33 @@ def test_version_and_help_load_no_click(argv: list[str]) -> None:
     assert result.returncode == 0, result.stderr
     assert ("labhop, version" in result.stdout) if argv[0] in ("-V", "--version") else (
         result.stdout.startswith("Usage: labhop [OPTIONS] HOST"))
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["help"], "'help' is not a command; did you mean: labhop --help"),
+    (["list", "gamer"], "'list' is not a command; did you mean: labhop ls"),
+    (["stpo", "gamer"], "'stpo' is not a command; did you mean: labhop stop"),
+    (["./proj"], "'./proj' looks like a path, not a host; the host comes first"),
+    (["~/proj/x.ipynb"], "'~/proj/x.ipynb' looks like a path, not a host"),
+    (["gamer", "stop"], "did you mean: labhop stop gamer (the command comes first"),
+])
+def test_a_first_word_that_cannot_be_a_host_connects_nowhere(
+        argv: list[str], line: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(proc, "run", boom)  # ssh -G would be the first process
+    monkeypatch.setenv("HOME", "/nonexistent")  # no ssh config names these words
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    first, hint = err.splitlines()
+    assert first.startswith(f"labhop: error: {line}"), first
+    assert hint == "Try 'labhop --help' for help."
+
+
+def test_a_host_of_the_ssh_config_is_a_host_whatever_its_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Host list\n    HostName 127.0.0.1\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert front_door._known_host("list")
+    assert registry.first_word_problem(["list"], front_door._known_host) is None
+    assert registry.first_word_problem(["stpo"], front_door._known_host) is not None

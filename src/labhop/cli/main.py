@@ -11,7 +11,7 @@ import os
 import sys
 
 from labhop import __version__
-from labhop.cli.registry import COMMANDS, SESSION_COMMANDS, with_command
+from labhop.cli.registry import COMMANDS, SESSION_COMMANDS, first_word_problem, with_command
 
 # Not typing.TYPE_CHECKING: importing typing alone costs a quarter of Python's own start.
 TYPE_CHECKING = False
@@ -47,7 +47,20 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(0)
     show_traceback = TRACEBACK_FLAG in args
     args = [arg for arg in args if arg != TRACEBACK_FLAG]
+    config_file = args[args.index("-F") + 1] if "-F" in args[:-1] else None
+    problem = first_word_problem(args, lambda word: _known_host(word, config_file))
+    if problem is not None:
+        sys.stderr.write(f"labhop: error: {problem}\nTry 'labhop --help' for help.\n")
+        sys.exit(2)
     sys.exit(_run(with_command(args), jupyter_args, show_traceback=show_traceback))
+
+
+def _known_host(word: str, config_file: str | None = None) -> bool:
+    """Whether `word` is a Host of the user's ssh config (the -F FILE typed, else
+    ~/.ssh/config) or of config.toml."""
+    from labhop.config import hosts  # only for a word that names no command
+
+    return word in hosts.host_candidates(word, config_file)
 
 
 def _run(args: list[str], jupyter_args: list[str], *, show_traceback: bool) -> int:

@@ -44,7 +44,7 @@ from labhop.model import APPS, DEFAULT_APP
               help="Server name (default: the --dir folder's name, or 'home'). "
                    "A server already running under this name is attached to instead.")
 @click.option("--port", type=click.IntRange(1, 65535), metavar="N",
-              help="Local port for the browser (default: a stable port per host, "
+              help="Local port for the browser (default: a stable port per host and server, "
                    "or a free one if that is taken).")
 @forward_option
 @click.option("--no-browser", is_flag=True, help="Print the URL but do not open a browser.")
@@ -63,12 +63,16 @@ from labhop.model import APPS, DEFAULT_APP
 @click.option("--queue-timeout", metavar="DURATION", default=DEFAULT_QUEUE_TIMEOUT,
               show_default=True,
               help="With --slurm: cancel the job if it is still pending after this long.")
+@click.option("-d", "--detach", is_flag=True,
+              help="Start the server (or find it), wait until it answers, print how to "
+                   "attach, and exit 0: it keeps running, with no tunnel and no labhop left "
+                   "here (for scripts, Makefiles, editor tasks).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the URL and errors.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @ssh_options
 @click.pass_context
 def start(ctx: click.Context, /, host: str, path: str | None, quiet: bool, as_json: bool,
-          **params: Any) -> int:
+          detach: bool, **params: Any) -> int:
     """Start Jupyter on HOST, tunnel it here, and open the browser (the default command).
 
     \b
@@ -92,14 +96,14 @@ def start(ctx: click.Context, /, host: str, path: str | None, quiet: bool, as_js
 
     return start_command.start(
         resolved, shared.make_target(host, params, resolved), ui, path=path, as_json=as_json,
-        jupyter_args=tuple(ctx.obj.get("jupyter_args", ())))
+        jupyter_args=tuple(ctx.obj.get("jupyter_args", ())), detach=detach)
 
 
 @click.command()
 @click.argument("host", shell_complete=complete_host)
 @click.argument("name", required=False, default="")
 @click.option("--port", type=click.IntRange(1, 65535), metavar="N",
-              help="Local port (default: a stable port per host, or a free one).")
+              help="Local port (default: the one the server's state records, or a free one).")
 @forward_option
 @click.option("--no-browser", is_flag=True, help="Print the URL but do not open a browser.")
 @click.option("--timeout", "start_timeout", metavar="DURATION", default=DEFAULT_START_TIMEOUT,

@@ -11,7 +11,7 @@ from labhop.ui import UI
 
 
 def start(resolved: Options, target: Target, ui: UI, *, path: str | None, as_json: bool,
-          jupyter_args: tuple[str, ...] = ()) -> int:
+          jupyter_args: tuple[str, ...] = (), detach: bool = False) -> int:
     """Launch a server (or attach to the one of that name) and supervise it until Ctrl+C;
     the exit status."""
     request = supervisor.StartRequest(
@@ -22,8 +22,9 @@ def start(resolved: Options, target: Target, ui: UI, *, path: str | None, as_jso
         name=resolved.name,
         port=resolved.port,
         forwards=resolved.forward,
-        open_browser=not (resolved.no_browser or as_json),
-        keep=resolved.keep,
+        open_browser=not (resolved.no_browser or as_json or detach),
+        keep=resolved.keep or detach,
+        detach=detach,
         idle_timeout=resolved.idle_timeout,
         start_timeout=float(resolved.timeout),
         jupyter_args=jupyter_args,

@@ -127,6 +127,8 @@ class StartSession(Session):
             "keep": request.keep,
             "labhop": __version__,
             "jupyter_args": list(request.jupyter_args),
+            # The local port it is reached on, for every laptop's attach to try first.
+            "port": request.port or self._preferred_port(),
         }
 
     def _cuda_visible_devices(self) -> str:
@@ -163,6 +165,9 @@ class StartSession(Session):
 class AttachSession(Session):
     """`labhop attach HOST [NAME]`: the server runs already, and keeps running after."""
 
+    # The local port its launch recorded (`port` in the launch record), if any.
+    recorded_port: object = None
+
     def _obtain_server(self) -> Server:
         # Any backend reads the state directory; the server's own record says which one
         # runs it (only Slurm can say whether a job is alive).
@@ -174,4 +179,14 @@ class AttachSession(Session):
                      f"({self.backend.where(server)})")
         self.request = dataclasses.replace(
             self.request, app=str(entry.record.get("app") or DEFAULT_APP), name=entry.name)
+        self.recorded_port = entry.record.get("port")
         return server
+
+    def _preferred_port(self) -> int:
+        # The port its launch recorded: every laptop tries the same one, whatever name
+        # it gives the host.
+        recorded = self.recorded_port
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and (
+                0 < recorded < 65536):
+            return recorded
+        return super()._preferred_port()

@@ -46,7 +46,7 @@ from labhop.session.tunnel import (
     forward_line,
     local_ends,
 )
-from labhop.ssh import proc
+from labhop.ssh import ports, proc
 from labhop.ssh.connection import Connection, connected
 from labhop.ssh.signals import Interrupted, InterruptPolicy
 from labhop.ssh.target import Target
@@ -72,6 +72,9 @@ class StartRequest:
     queue_timeout: float = 900.0
     gpus: str = ""  # --gpus as typed (checked by gpus.parse_gpu_selection); "" = not given
     open_path: str = ""  # PATH, as opening.normalize made it; "" = the app's start page
+    # --detach: return once the server answers, leaving it running (as --keep) and no
+    # tunnel nor labhop process here.
+    detach: bool = False
 
 
 def default_name(root_dir: str) -> str:
@@ -162,13 +165,23 @@ class Session(abc.ABC):
         self.server = self._readiness().wait(self.server,
                                              relaunch_over_tcp=self._relaunch_over_tcp)
         self.ready = True
+        if self.request.detach:
+            self._announce_detached()
+            return  # the cleanup closes the tunnel and says how to reattach
         self._hold_ownership()
         self._announce()
         KeepAlive(self._conn(), self._backend(), self._tunnel(), self.ui, self._host(),
                   url=self.url, on_reconnected=self._hold_ownership).run(self.server)
 
+    def _preferred_port(self) -> int:
+        """The server's own port, derived from (host, name) (see ports.preferred_port)."""
+        return ports.preferred_port(self._host(), self._name())
+
     def _open_tunnel(self) -> None:
         assert self.server is not None
+        end = self._tunnel().server_end
+        if end.port is None and end.requested is None:
+            end.first_choice = self._preferred_port()
         self._tunnel().open(self.server.forward_target(),
                             self._backend().forward_host(self.server)[0])
 
@@ -240,6 +253,17 @@ class Session(abc.ABC):
             self.ui.info("Press Ctrl+C to stop the server and its kernels.")
         else:
             self.ui.info("Press Ctrl+C to close the tunnel (the server keeps running).")
+
+    def _announce_detached(self) -> None:
+        """--detach: the server answers; say so, and go (no tunnel, no labhop stays)."""
+        assert self.server is not None
+        label = APP_TABLE[self.request.app].label
+        self.ui.done(f"{label} is running on {self._host()} (server '{self.server.name}', "
+                     f"{self._backend().where(self.server)}); no tunnel stays here")
+        self.ui.event("ready", host=self._host(), name=self.server.name,
+                      pid=int(self.server.pid) if self.server.pid.isdigit() else self.server.pid,
+                      app=self.request.app, token=self.server.token,
+                      attach=self.request.target.command("attach", after=(self.server.name,)))
 
     # -- cleanup --------------------------------------------------------------------------
     def _cleanup(self, note: str = "") -> None:

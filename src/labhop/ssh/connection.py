@@ -33,7 +33,7 @@ from labhop.ssh import locks, ports, proc
 from labhop.ssh.control import MASTER_SAFETY_PERSIST_S, master_alive
 from labhop.ssh.failures import classify_failure
 from labhop.ssh.guard_protocol import GUARD_DONE
-from labhop.ssh.locks import lock, open_lock
+from labhop.ssh.locks import hold_create_lock, lock, open_lock
 from labhop.ssh.signals import InterruptPolicy
 from labhop.ssh.target import Resolved, Target, default_options, describe, resolve, ssh_binary
 from labhop.ssh.transport import DirectTransport, MuxTransport, RemoteScript, Transport
@@ -222,41 +222,43 @@ class Connection:
             return
         control_path = base / self.resolve().key()
         create_lock, users_lock = f"{control_path}.lock", f"{control_path}.users"
-        if self.master_kind != "shared":
-            # Our share of the master, handed to the guard, which gives it back at the end.
-            users_fd = open_lock(users_lock)
-            try:
-                lock(users_fd, exclusive=False)
-                self._spawn_guard("--release-master", self.ssh, str(control_path),
-                                  self.target.host, create_lock, users_lock,
-                                  "--users-fd", str(users_fd), pass_fds=(users_fd,))
-            except BaseException:
-                os.close(users_fd)
-                raise
-            self._users_fd = users_fd
-            self._release = {"ssh": self.ssh, "control_path": str(control_path),
-                             "host": self.target.host, "create_lock": create_lock,
-                             "users_lock": users_lock}
-        self._open_shared_master(control_path, create_lock)
-        self._use_master(control_path, "shared")
-
-    def _open_shared_master(self, control_path: Path, create_lock: str) -> None:
-        create_fd = open_lock(create_lock)
+        # Under the create lock: the last labhop out removes both lock files under it.
+        create_fd = hold_create_lock(create_lock, lambda: self.progress(
+            f"waiting for another labhop to finish logging in to {self.target.host}"))
         try:
-            if not lock(create_fd, exclusive=True, blocking=False):
-                self.progress(f"waiting for another labhop to finish logging in to "
-                              f"{self.target.host}")
-                lock(create_fd, exclusive=True)
-            if master_alive(self.ssh, control_path, self.target.host):
-                _LOGGER.debug("reusing labhop's master at %s", control_path)
-                return
-            self._open_master(control_path)
-            fd = os.open(f"{control_path}.persist", os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                         0o600)
-            with os.fdopen(fd, "w") as record:
-                record.write(f"{self.persist_s}\n")
+            if self.master_kind != "shared":
+                self._take_share(control_path, create_lock, users_lock)
+            self._open_shared_master(control_path)
         finally:
             os.close(create_fd)
+        self._use_master(control_path, "shared")
+
+    def _take_share(self, control_path: Path, create_lock: str, users_lock: str) -> None:
+        """Our share of the master, handed to the guard too, which gives it back if this
+        command cannot (see close)."""
+        users_fd = open_lock(users_lock)
+        try:
+            lock(users_fd, exclusive=False)
+            self._spawn_guard("--release-master", self.ssh, str(control_path),
+                              self.target.host, create_lock, users_lock,
+                              "--users-fd", str(users_fd), pass_fds=(users_fd,))
+        except BaseException:
+            os.close(users_fd)
+            raise
+        self._users_fd = users_fd
+        self._release = {"ssh": self.ssh, "control_path": str(control_path),
+                         "host": self.target.host, "create_lock": create_lock,
+                         "users_lock": users_lock}
+
+    def _open_shared_master(self, control_path: Path) -> None:
+        """Reuse labhop's live master, else open it (the create lock is held)."""
+        if master_alive(self.ssh, control_path, self.target.host):
+            _LOGGER.debug("reusing labhop's master at %s", control_path)
+            return
+        self._open_master(control_path)
+        fd = os.open(f"{control_path}.persist", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as record:
+            record.write(f"{self.persist_s}\n")
 
     def _open_master(self, control_path: Path) -> None:
         self.progress(f"connecting to {self.describe()}")

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from labhop.ssh import proc
@@ -44,6 +45,26 @@ def lock(fd: int, *, exclusive: bool, blocking: bool = True) -> bool:
     return True
 
 
+def hold_create_lock(path: str, on_wait: Callable[[], None] = lambda: None) -> int:
+    """The exclusive `KEY.lock`, on the file that is there now: the last labhop out removes
+    the pair of lock files (under this lock), so one that was waiting on the removed file
+    opens the new one and waits again. `on_wait` is called once if it has to wait."""
+    waited = False
+    while True:
+        fd = open_lock(path)
+        if not lock(fd, exclusive=True, blocking=False):
+            if not waited:
+                waited = True
+                on_wait()
+            lock(fd, exclusive=True)
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 def release_master(users_fd: int, *, ssh: str, control_path: str, host: str,
                    create_lock: str, users_lock: str) -> None:
     """Give up one command's share of labhop's master; the last one out closes it.
@@ -56,9 +77,8 @@ def release_master(users_fd: int, *, ssh: str, control_path: str, host: str,
     if not create_lock:
         _close_master(ssh, control_path, host)
         return
-    create_fd = open_lock(create_lock)
+    create_fd = hold_create_lock(create_lock)
     try:
-        lock(create_fd, exclusive=True)
         if users_fd >= 0:
             with contextlib.suppress(OSError):
                 fcntl.flock(users_fd, fcntl.LOCK_UN)
@@ -71,6 +91,11 @@ def release_master(users_fd: int, *, ssh: str, control_path: str, host: str,
             # leaves its log and record behind.
             if _persist_of(control_path) == 0 or not os.path.exists(control_path):
                 _close_master(ssh, control_path, host)
+                # No master, no user: nothing of it stays (a labhop waiting for the lock
+                # opens new files, see hold_create_lock).
+                for path in (users_lock, create_lock):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
         finally:
             os.close(check_fd)
     finally:

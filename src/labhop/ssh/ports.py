@@ -33,8 +33,12 @@ def remove_run_dir(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def preferred_port(host: str) -> int:
-    return PORT_BASE + zlib.crc32(host.encode()) % PORT_SPAN
+def preferred_port(host: str, name: str = "") -> int:
+    """The local port a server is first tried on: derived from the host as typed and the
+    server's name, so that each server of a host keeps its own URL (and a bookmark of it
+    keeps working) while two servers of one host do not compete for one port."""
+    key = f"{host}\0{name}" if name else host
+    return PORT_BASE + zlib.crc32(key.encode()) % PORT_SPAN
 
 
 def port_is_free(port: int) -> bool:
