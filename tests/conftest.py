@@ -139,3 +139,15 @@ def _clean_remote(when: str) -> None:
         # Shown with the test's captured output when it fails.
         print(f"killed leftover lhtest processes {when} the test: {killed}")
     reset_remote_state()
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium, for the tests that need a real browser."""
+    found = shutil.which("chromium")
+    if found is None:
+        reason = "chromium is not installed: run `sudo scripts/dev setup`"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found

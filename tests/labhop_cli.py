@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -76,12 +76,16 @@ def _child_env(env_overrides: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def _spawn(
-    args: tuple[str, ...], env_overrides: Mapping[str, str] | None, merge_stderr: bool
+    args: tuple[str, ...],
+    env_overrides: Mapping[str, str] | None,
+    merge_stderr: bool,
+    wrapper: Sequence[str] = (),
 ) -> subprocess.Popen[str]:
     # A session (and process group) of its own: a test can signal the whole group the way a
-    # terminal does, and a runaway group can be killed without touching pytest.
+    # terminal does, and a runaway group can be killed without touching pytest. `wrapper`
+    # is a command that execs labhop in its place (e.g. `prlimit --nofile=N:N --`).
     return subprocess.Popen(
-        [sys.executable, "-m", "labhop", *args],
+        [*wrapper, sys.executable, "-m", "labhop", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
@@ -149,8 +153,9 @@ class LabhopProcess:
         *args: str,
         env_overrides: Mapping[str, str] | None = None,
         merge_stderr: bool = True,
+        wrapper: Sequence[str] = (),
     ) -> LabhopProcess:
-        process = _spawn(args, env_overrides, merge_stderr=merge_stderr)
+        process = _spawn(args, env_overrides, merge_stderr=merge_stderr, wrapper=wrapper)
         assert process.stdout is not None
         changed = threading.Condition()
         reader = _PipeReader(process.stdout, changed)

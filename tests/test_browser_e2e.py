@@ -5,8 +5,6 @@ through the tunnel."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -25,16 +23,6 @@ CHROMIUM_FLAGS = (
     "--virtual-time-budget=20000"
 )
 
-
-@pytest.fixture
-def chromium() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        reason = "chromium is not installed: run `sudo scripts/dev setup`"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return found
 
 
 def test_the_browser_opens_a_working_jupyterlab(sshd: Sshd, chromium: str,

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -306,11 +307,16 @@ def test_a_port_taken_while_the_connection_is_down_never_sees_the_token(
         try:
             moved = run.wait_for(r"moved to (\d+)", timeout=60)
             new = run.wait_for(
-                rf"reconnected; http://127\.0\.0\.1:{moved[1]}/lab\?token={token} works again",
-                timeout=60)
-            assert new
-            output, _ = jupyter_api.execute(f"http://127.0.0.1:{moved[1]}", token, "1 + 1")
+                rf"reconnected; http://127\.0\.0\.1:{moved[1]}/lab\?token=([0-9a-f]{{48}}) "
+                "works again", timeout=60)
+            # A new token went out with the new port; the one the old port had opens nothing.
+            assert new[1] != token
+            base = f"http://127.0.0.1:{moved[1]}"
+            output, _ = jupyter_api.execute(base, new[1], "1 + 1")
             assert output.strip() == "2"
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                jupyter_api.api_status(base, token)
+            assert refused.value.code == 403
             run.interrupt()
             assert run.wait(30) == 0, run.output
             assert "stopped 'proj'" in run.output

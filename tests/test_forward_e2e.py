@@ -1,7 +1,7 @@
 """`--forward REMOTE_PORT[:LOCAL_PORT]` end to end: a real HTTP server on the remote (the
 stand-in for TensorBoard or a Dask dashboard), reached through labhop's own tunnel, restored
-after the network changed, gone after Ctrl+C; and a --port or LOCAL_PORT that is taken
-stops labhop before anything starts on the host."""
+after the network changed, gone after Ctrl+C; and a --port or LOCAL_PORT that is taken, or
+privileged for a user who is not root, stops labhop before anything starts on the host."""
 
 from __future__ import annotations
 
@@ -11,22 +11,28 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
+import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
 
+from labhop.ssh.ports import unprivileged_port_start
 from tests.labhop_cli import LabhopProcess, run_labhop
 from tests.relay import Relay, write_flaky_config
 from tests.test_connection_e2e import no_laptop_leftovers
 from tests.test_start_e2e import STATE, URL
 from tests.testbed import (
     HOME,
+    USER,
     SlurmCluster,
     Sshd,
     free_port,
@@ -185,6 +191,64 @@ def test_a_taken_port_asked_for_stops_labhop_before_anything_starts(
     listed = run_labhop("ls", "-F", str(sshd.config), "gpubox")
     assert listed.rc == 0, listed.stderr
     assert "no labhop servers are running on gpubox" in listed.stderr
+
+
+# What a labhop run that stops before any ssh imports (rich loads only when used).
+PACKAGES = ("labhop", "click", "platformdirs")
+
+
+def run_labhop_as_test_user(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run labhop ARGS as lhtest, who is not root: with Debian's python (the project's may be
+    root's own, unreadable to others) on a copy of labhop and its imports in `workdir`,
+    which must be a fresh directory that lhtest can read."""
+    lib = workdir / "lib"
+    for name in PACKAGES:
+        spec = find_spec(name)
+        assert spec is not None and spec.submodule_search_locations, name
+        shutil.copytree(spec.submodule_search_locations[0], lib / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    state = workdir / "state"
+    state.mkdir()
+    shutil.chown(state, USER, USER)
+    env = {"HOME": str(HOME), "USER": USER, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+           "PYTHONPATH": str(lib), "LABHOP_CONFIG_DIR": str(state / "config"),
+           "XDG_CACHE_HOME": str(state / "cache"), "XDG_RUNTIME_DIR": str(state)}
+    return subprocess.run(
+        ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+         "/usr/bin/python3", "-m", "labhop", *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+        start_new_session=True)
+
+
+@pytest.mark.parametrize(("option", "value", "advice"), [
+    ("--port", "80", "pick a --port of {first} or more, or leave it out to get a free one"),
+    ("--forward", "6006:80", "pick a LOCAL_PORT of {first} or more, or give only --forward "
+                             "6006 to get a free one"),
+])
+def test_a_privileged_port_asked_for_by_a_user_is_called_privileged(
+        sshd: Sshd, option: str, value: str, advice: str) -> None:
+    """Not "already in use": that sent users looking for a program that holds port 80."""
+    first = unprivileged_port_start()
+    if first <= 80:
+        pytest.skip(f"no port below {first} is privileged on this machine")
+    logins_before = sshd.log_path.read_text().count("Accepted publickey")
+    workdir = Path(tempfile.mkdtemp(prefix="lhport-"))
+    try:
+        workdir.chmod(0o755)
+        # Only the alias: labhop must stop before it connects (nothing listens on port 9).
+        config = workdir / "ssh_config"
+        config.write_text("Host gpubox\n    HostName 127.0.0.1\n    Port 9\n")
+        result = run_labhop_as_test_user(workdir, "-F", str(config), "gpubox", "--name",
+                                         "proj", "--no-browser", option, value)
+    finally:
+        shutil.rmtree(workdir)
+    assert result.returncode == 25, result.stderr
+    [line] = result.stderr.splitlines()
+    where = "" if option == "--port" else f" (--forward {value})"
+    assert line == (f"labhop: error: local port 80{where} is privileged (ports below {first} "
+                    f"need root here); {advice.format(first=first)}")
+    assert sshd.log_path.read_text().count("Accepted publickey") == logins_before
+    assert not (STATE / "proj").exists()
 
 
 def test_the_json_ready_event_lists_each_forward(sshd: Sshd) -> None:

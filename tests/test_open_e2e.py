@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.labhop_cli import LabhopProcess, run_labhop
-from tests.test_browser_e2e import CHROMIUM_FLAGS, chromium  # noqa: F401 -- a fixture
+from tests.test_browser_e2e import CHROMIUM_FLAGS
 from tests.test_slurm_e2e import squeue
 from tests.test_start_e2e import (
     STATE,
@@ -91,7 +91,7 @@ def opened_page(labhop: LabhopProcess, dom: Path, tmp_path: Path) -> tuple[str, 
 
 
 def test_lab_opens_the_notebook_named_on_the_command_line(
-        sshd: Sshd, chromium: str, remote_files: None, tmp_path: Path) -> None:  # noqa: F811
+        sshd: Sshd, chromium: str, remote_files: None, tmp_path: Path) -> None:
     dom = tmp_path / "dom.html"
     with LabhopProcess.start("-F", str(sshd.config), "gpubox", NOTEBOOK, *OWN_WORKSPACES,
                              env_overrides=chromium_env(chromium, tmp_path, dom)) as labhop:
@@ -105,7 +105,7 @@ def test_lab_opens_the_notebook_named_on_the_command_line(
 
 
 def test_lab_opens_the_folder_named_on_the_command_line(
-        sshd: Sshd, chromium: str, remote_files: None, tmp_path: Path) -> None:  # noqa: F811
+        sshd: Sshd, chromium: str, remote_files: None, tmp_path: Path) -> None:
     dom = tmp_path / "dom.html"
     with LabhopProcess.start("-F", str(sshd.config), "gpubox", f"~/{FOLDER}/", *OWN_WORKSPACES,
                              env_overrides=chromium_env(chromium, tmp_path, dom)) as labhop:

@@ -9,6 +9,7 @@ import shlex
 import signal
 import socket
 import time
+import urllib.error
 
 import pytest
 
@@ -68,9 +69,9 @@ def test_keep_then_ls_logs_attach_and_stop(sshd: Sshd) -> None:
     with LabhopProcess.start("attach", "-F", str(sshd.config), "gpubox", "proj",
                              "--no-browser") as attached:
         url = attached.wait_for(URL, timeout=60)
-        assert url["token"] == token
+        assert url["token"] != token  # this labhop's own (see test_neighbour_e2e)
         base = f"http://127.0.0.1:{url['port']}"
-        output, _ = jupyter_api.execute(base, token, "print('attached', 1 + 1)")
+        output, _ = jupyter_api.execute(base, url["token"], "print('attached', 1 + 1)")
         assert output.strip() == "attached 2"
         assert listed(sshd)[0]["state"] == "attached"
         attached.interrupt()
@@ -143,8 +144,11 @@ def test_kill_9_keeps_the_server_for_attach_until_its_idle_timeout(sshd: Sshd) -
 
     with LabhopProcess.start("attach", "-F", config, "gpubox", "--no-browser") as attached:
         again = attached.wait_for(URL, timeout=60)
-        assert again["token"] == url["token"]
         base = f"http://127.0.0.1:{again['port']}"
+        # The killed labhop's token went with its session.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            jupyter_api.api_status(base, url["token"])
+        assert refused.value.code == 403
         [kernel] = jupyter_api.list_kernels(base, again["token"])
         output, _ = jupyter_api.execute(base, again["token"], "x + 1", kernel_id=kernel["id"])
         assert output.strip() == "42"
@@ -240,7 +244,8 @@ def test_detach_starts_waits_until_it_answers_and_gives_the_terminal_back(sshd: 
     assert as_json.rc == 0, as_json.stderr
     events = [json.loads(line) for line in as_json.stdout.splitlines()]
     [ready] = [event for event in events if event["event"] == "ready"]
-    assert "url" not in ready and "port" not in ready
+    # No token either: the server's own never leaves labhop; an attach gets one of its own.
+    assert "url" not in ready and "port" not in ready and "token" not in ready
     assert (ready["name"], ready["host"], ready["pid"]) == ("dt", "gpubox", entry["pid"])
     assert events[-1] == {"event": "stopped", "name": "dt", "host": "gpubox",
                           "server_running": True}

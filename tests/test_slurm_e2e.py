@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 
 import pytest
@@ -86,7 +87,7 @@ def test_attach_to_a_kept_job_and_stop_it(slurm: SlurmCluster) -> None:
     with LabhopProcess.start("attach", "-F", str(sshd.config), "gpubox", "proj",
                              "--no-browser") as attached:
         again = attached.wait_for(URL, timeout=60)
-        assert again["token"] == url["token"]
+        assert again["token"] != url["token"]  # this labhop's own (see test_neighbour_e2e)
         # Recognised as a job: on a real cluster its PID lives on another node, so only
         # Slurm can say whether it is alive (here login and compute node are one machine).
         assert re.search(rf"attaching to 'proj' on gpubox \(job \d+ on {slurm.node}\)",
@@ -105,3 +106,66 @@ def test_attach_to_a_kept_job_and_stop_it(slurm: SlurmCluster) -> None:
     stopped = run_labhop("stop", "-F", str(sshd.config), "gpubox", "proj")
     assert stopped.rc == 0, stopped.stderr
     assert squeue() == ""
+
+
+def test_detach_returns_once_the_job_runs_and_answers(slurm: SlurmCluster) -> None:
+    sshd = slurm.login
+    result = run_labhop("-F", str(sshd.config), "gpubox", "--name", "dj", "--slurm", "-p gpu",
+                        "--detach", timeout=180)
+    assert result.rc == 0, result.stderr
+    job = re.search(r"is running on gpubox \(server 'dj', job (\d+) on (\S+)\)", result.stderr)
+    assert job is not None, result.stderr
+    assert squeue() == f"{job[1]} RUNNING"
+    hint = result.stderr.split("reattach with: ", 1)[1].splitlines()[0]
+    assert shlex.split(hint) == ["labhop", "attach", "-F", str(sshd.config), "gpubox", "dj"]
+    # It answered before labhop returned: an attach reaches it at once and runs code there.
+    with LabhopProcess.start(*shlex.split(hint)[1:], "--no-browser") as attached:
+        url = attached.wait_for(URL, timeout=30)
+        output, _ = jupyter_api.execute(f"http://127.0.0.1:{url['port']}", url["token"],
+                                        "print(6 * 7)")
+        assert output.strip() == "42"
+        attached.interrupt()
+        assert attached.wait(60) == 0, attached.output
+    assert run_labhop("stop", "-F", str(sshd.config), "gpubox", "dj").rc == 0
+    assert squeue() == ""
+
+
+def test_detach_no_wait_returns_once_queued_and_attach_waits_for_the_job(
+        slurm: SlurmCluster) -> None:
+    sshd = slurm.login
+    # --begin holds the job in the queue for a while: labhop must not wait for it.
+    result = run_labhop("-F", str(sshd.config), "gpubox", "--name", "nw", "--slurm",
+                        "-p gpu --begin=now+10", "--detach", "--no-wait", timeout=60)
+    assert result.rc == 0, result.stderr
+    job = re.search(r"submitted Slurm job (\d+) for 'nw' on gpubox: PENDING", result.stderr)
+    assert job is not None, result.stderr
+    jobid = job[1]
+    assert squeue() == f"{jobid} PENDING"
+    hint = result.stderr.split("attach with: ", 1)[1].splitlines()[0]
+    assert shlex.split(hint) == ["labhop", "attach", "-F", str(sshd.config), "gpubox", "nw"]
+    # The printed command works while the job still waits: attach waits until it runs.
+    with LabhopProcess.start(*shlex.split(hint)[1:], "--no-browser") as attached:
+        url = attached.wait_for(URL, timeout=120)
+        assert f"job {jobid}: PENDING" in attached.output
+        output, _ = jupyter_api.execute(f"http://127.0.0.1:{url['port']}", url["token"],
+                                        "print(6 * 7)")
+        assert output.strip() == "42"
+        attached.interrupt()
+        assert attached.wait(60) == 0, attached.output
+    assert squeue() == f"{jobid} RUNNING"
+    # For a script: one event with the job id and the attach command (no token, no URL),
+    # then the end; the job of that name is found, not submitted again.
+    as_json = run_labhop("-F", str(sshd.config), "gpubox", "--name", "nw", "--slurm", "-p gpu",
+                         "--detach", "--no-wait", "--json", timeout=60)
+    assert as_json.rc == 0, as_json.stderr
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    [queued] = [event for event in events if event["event"] == "queued"]
+    assert queued == {"event": "queued", "name": "nw", "host": "gpubox", "jobid": jobid,
+                      "job_state": "RUNNING", "existing": True, "attach": hint}
+    assert events[-1] == {"event": "stopped", "name": "nw", "host": "gpubox",
+                          "server_running": True}
+    assert "token" not in as_json.stdout
+    assert squeue() == f"{jobid} RUNNING"
+    assert run_labhop("stop", "-F", str(sshd.config), "gpubox", "nw").rc == 0
+    assert squeue() == ""
+    assert wait_until_no_user_processes() == []

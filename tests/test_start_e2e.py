@@ -9,6 +9,7 @@ import shlex
 import socket
 import stat
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,11 +149,17 @@ def test_keep_leaves_the_server_running_and_says_how_to_find_it(sshd: Sshd) -> N
                                      "proj"]
     pid = int((STATE / "proj" / "pid").read_text())
     assert any(p == pid for p, _ in user_processes())
-    # Starting again under the same name attaches to it, with the same token.
+    # Starting again under the same name attaches to it, with a token of its own: the one
+    # that went out with the port labhop released no longer opens the server.
     with start(sshd, "gpubox", "--name", "proj") as again:
         url2 = again.wait_for(URL, timeout=60)
         assert "already running" in again.output
-        assert url2["token"] == url["token"]
+        assert url2["token"] != url["token"]
+        base = f"http://127.0.0.1:{url2['port']}"
+        assert jupyter_api.api_status(base, url2["token"])["started"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            jupyter_api.api_status(base, url["token"])
+        assert refused.value.code == 403
         again.interrupt()
         assert again.wait(30) == 0, again.output
     assert any(p == pid for p, _ in user_processes())

@@ -692,15 +692,78 @@ def demo_config_path() -> Path:
     return Path.home() / ".cache" / "labhop-demo" / "ssh_config"
 
 
-def demo_commands(config: Path, alias: str) -> list[str]:
-    """The commands to try on the demo host from a second terminal (as the demo's user)."""
-    # In full, so that each works from any directory.
-    shown = str(Path(sys.executable).parent / "labhop")
-    sudo = "sudo " if os.environ.get("SUDO_USER") else ""
-    prefix = f"{sudo}{shlex.quote(shown)}"
-    quoted = shlex.quote(str(config))
-    return [f"{prefix} {command} -F {quoted} {alias}"
-            for command in ("ls", "logs", "gpus", "stop")]
+# The stand-in host's other aliases (see _write_client_files) for the demo's banner: the
+# labhop command ("" for `labhop HOST`), its arguments after `-F CONFIG` ({alias} is the
+# host's own alias) and what it shows. Each failure is labhop's one line and its
+# documented exit status (README, Exit status).
+DEMO_ALIAS_TRIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("", ("{alias}-wrongkey",),
+     "{alias}-wrongkey offers a key the host does not accept: exit 12 (authentication refused)"),
+    ("", ("{alias}-badhostkey",),
+     "{alias}-badhostkey's known_hosts holds another key for the host: exit 13 (host key "
+     "unknown or changed)"),
+    ("", ("{alias}-down",),
+     "{alias}-down is a port where nothing listens: exit 11 (cannot connect)"),
+    ("ls", ("-J", "{alias}", "{alias}-jumped"),
+     "{alias}-jumped is the same host, reached through {alias} as a jump host (-J): `ls` "
+     "lists the demo's server"),
+)
+# lhtest's environments (scripts/testbed-setup) for --env, their --name, and what labhop
+# does with each. A name of its own each, so that none attaches to a server another started.
+DEMO_ENV_TRIES: tuple[tuple[str, str, str], ...] = (
+    ("venv:~/jvenv", "jvenv", "a venv with Jupyter: it starts"),
+    ("conda:jl", "jl", "a conda env with Jupyter (~/miniforge3 holds a stand-in for conda): "
+     "it starts"),
+    ("conda:bare", "bare", "a conda env without Jupyter: exit 21 (jupyter not found)"),
+    ("venv:~/emptyvenv", "emptyvenv", "a venv without Jupyter: exit 21 (jupyter not found)"),
+    ("conda:nosuch", "nosuch", "a conda env that does not exist: exit 20 (environment not "
+     "found)"),
+)
+
+
+def demo_command(config: Path, *args: str, command: str = "") -> str:
+    """`labhop [COMMAND] -F CONFIG ARGS` for the demo host, ready to paste: labhop's path in
+    full, so that it works from any directory, and -F after the command's name (a
+    subcommand takes its options after its name); with sudo for a demo run through it."""
+    sudo = ["sudo"] if os.environ.get("SUDO_USER") else []
+    labhop = str(Path(sys.executable).parent / "labhop")
+    return shlex.join([*sudo, labhop, *([command] if command else []), "-F", str(config),
+                       *args])
+
+
+def demo_commands(config: Path, alias: str) -> list[tuple[str, list[tuple[str, str]]]]:
+    """What the banner offers for a second terminal, by section: its heading, then each
+    command with what it shows."""
+    def fill(text: str) -> str:
+        return text.replace("{alias}", alias)
+
+    basics = [("", demo_command(config, alias, command=name))
+              for name in ("ls", "logs", "gpus", "stop")]
+    aliases = [(fill(what), demo_command(config, *map(fill, args), command=command))
+               for command, args, what in DEMO_ALIAS_TRIES]
+    envs = [(what, demo_command(config, alias, "--env", env, "--name", name))
+            for env, name, what in DEMO_ENV_TRIES]
+    return [
+        ("While it runs, try from a second terminal (the stand-in host has no GPU, so `gpus` "
+         "says so):", basics),
+        ("The same host under other names (in that -F file), to see labhop fail as it would "
+         "on a real one: one line that says what to do, and a distinct exit status:", aliases),
+        (f"{USER}'s environments there (--env), each a server of its own (Ctrl+C stops one "
+         "that started):", envs),
+    ]
+
+
+def demo_banner_tries(config: Path, alias: str) -> str:
+    """The sections of demo_commands as the banner prints them: each command indented by
+    four spaces on a line of its own (nothing else on it, so it pastes as it is), under
+    what it shows."""
+    lines: list[str] = []
+    for heading, tries in demo_commands(config, alias):
+        lines += ["", heading]
+        for what, command in tries:
+            lines += [f"  {what}"] if what else []
+            lines.append(f"    {command}")
+    return "\n".join(lines[1:])
 
 
 def demo(labhop_args: Sequence[str]) -> int:
@@ -722,7 +785,7 @@ def demo(labhop_args: Sequence[str]) -> int:
         # A copy at a stable path; its keys and known_hosts stay in the demo's own directory.
         stable.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         shutil.copyfile(sshd.config, stable)
-        tries = "\n".join(f"    {line}" for line in demo_commands(stable, sshd.alias()))
+        tries = demo_banner_tries(stable, sshd.alias())
         print(
             f"This is labhop's test bed. An sshd on 127.0.0.1:{sshd.port} stands in for the GPU "
             f"machine `{sshd.alias()}`: it logs in as the local user {USER}, whose Jupyter lives "
@@ -730,8 +793,7 @@ def demo(labhop_args: Sequence[str]) -> int:
             f"{HOME}/proj. The host aliases are in {stable}, which labhop gets with -F; "
             f"the sshd log is {sshd.log_path}. Press Ctrl+C to stop labhop; the sshd stops "
             "with it.\n\n"
-            "While it runs, try from a second terminal (the stand-in host has no GPU, so "
-            f"`gpus` says so):\n{tries}\n",
+            f"{tries}\n",
             flush=True,
         )
         try:

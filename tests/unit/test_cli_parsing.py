@@ -12,7 +12,8 @@ from labhop.config.options import parse_duration
 from labhop.config.options import sbatch_args as _sbatch_args
 from labhop.errors import ConfigError, ExitStatus
 from labhop.model import Forward, is_valid_name, parse_forward
-from labhop.session.supervisor import default_name
+from labhop.session import sessions
+from labhop.session.supervisor import StartRequest, default_name
 
 
 @pytest.mark.parametrize(
@@ -148,3 +149,39 @@ def test_ordinary_slurm_options_pass_through() -> None:
     text = "-p gpu -t 01:00:00 --gres=gpu:1 --partition=debug --export=ALL -N 1 --exclusive"
     assert _sbatch_args(text) == tuple(text.split())
     assert _sbatch_args(None) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--no-wait"], "--no-wait needs --detach: without it labhop waits for the server "
+                        "anyway, to tunnel to it"),
+        (["--slurm", "-p gpu", "--no-wait"], "--no-wait needs --detach: without it labhop "
+                                             "waits for the server anyway, to tunnel to it"),
+        (["--detach", "--no-wait"], "--no-wait needs --slurm (or `slurm` in the config "
+                                    "file): only a batch job waits in a queue"),
+    ],
+)
+def test_no_wait_without_detach_and_slurm_is_a_usage_error(
+        args: list[str], line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LABHOP_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as caught:
+        main(["nosuchhost.invalid", *args])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"labhop: error: {line}", "Try 'labhop start --help' for help."]
+
+
+def test_no_wait_takes_slurm_from_the_config_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABHOP_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "config.toml").write_text('[hosts."nosuchhost.invalid"]\nslurm = "-p gpu"\n')
+    requests: list[StartRequest] = []
+    monkeypatch.setattr(sessions, "start",
+                        lambda request, ui: requests.append(request) or 0)
+    with pytest.raises(SystemExit) as caught:
+        main(["nosuchhost.invalid", "-d", "--no-wait"])
+    assert caught.value.code == 0
+    [request] = requests
+    assert (request.detach, request.no_wait, request.slurm) == (True, True, ("-p", "gpu"))

@@ -194,6 +194,9 @@ def test_a_master_that_does_not_answer_is_busy_not_dead(
     with pytest.raises(MasterBusyError, match="did not answer `ssh -O check` within 1 s"):
         control.master_pid(check)
     assert control.master_alive(str(hanging), socket_path, "gamer") is True
+    # A command about to use it asks with busy_is_alive=False: one line, not a hang.
+    with pytest.raises(MasterBusyError):
+        control.master_alive(str(hanging), socket_path, "gamer", busy_is_alive=False)
     # Cancelling a forward over it gives up quietly: the forward ends with the master.
     control.cancel_forward(ssh=str(hanging), control_path=str(socket_path),
                            spec="127.0.0.1:9999:/x", host="gamer")

@@ -1,5 +1,6 @@
 """The forward set of a session (the server's port and each --forward): which local ports
-it picks, what a taken port does, and how ssh's own words about a taken port are read.
+it picks, what a taken or a privileged port does, and how ssh's own words about a taken port
+are read.
 
 The port choice runs against real local sockets; the transport below it is a stand-in that
 records what it was asked to forward (the real one is tested end to end, against sshd, in
@@ -8,6 +9,7 @@ tests/test_forward_e2e.py).
 
 from __future__ import annotations
 
+import errno
 import socket
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -21,9 +23,10 @@ from labhop.cli.main import main
 from labhop.errors import ExitStatus, LocalPortError
 from labhop.model import Forward
 from labhop.session.tunnel import LocalTunnel, check_requested_ports, forward_line, local_ends
+from labhop.ssh import ports as local_ports
 from labhop.ssh import proc
 from labhop.ssh.failures import taken_local_port
-from labhop.ssh.ports import preferred_port
+from labhop.ssh.ports import Refusal, classify_bind_error, preferred_port
 from labhop.ssh.target import Target, parse_ssh_g
 from labhop.ssh.transport import DirectTransport, forward_spec
 
@@ -180,6 +183,15 @@ def test_a_reconnect_restores_every_port_or_says_which_moved() -> None:
     assert second.port != before[2]
 
 
+def no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting any process (ssh above all) fails the test."""
+    def refuse(*args: object, **kwargs: object) -> subprocess.Popen[str]:
+        raise AssertionError(f"a process was started: {args!r}")
+
+    for name in ("run", "run_interactive", "spawn", "start_inheriting", "spawn_guarded"):
+        monkeypatch.setattr(proc, name, refuse)
+
+
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("option", [["--port", "{busy}"], ["--forward", "6006:{busy}"]],
                          ids=["port", "forward"])
@@ -187,11 +199,7 @@ def test_a_reconnect_restores_every_port_or_says_which_moved() -> None:
 def test_a_taken_port_asked_for_ends_the_run_before_any_ssh(
         busy: int, option: list[str], command: list[str], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    def refuse(*args: object, **kwargs: object) -> subprocess.Popen[str]:
-        raise AssertionError(f"a process was started: {args!r}")
-
-    for name in ("run", "run_interactive", "spawn", "start_inheriting", "spawn_guarded"):
-        monkeypatch.setattr(proc, name, refuse)
+    no_processes(monkeypatch)
     with pytest.raises(SystemExit) as caught:
         main([*command, "--no-browser", option[0], option[1].format(busy=busy)])
     assert caught.value.code == ExitStatus.LOCAL_PORT
@@ -199,3 +207,107 @@ def test_a_taken_port_asked_for_ends_the_run_before_any_ssh(
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"labhop: error: local port {busy} ")
     assert "is already in use" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------
+# A privileged port: the tests run as root, where port 80 binds, so the refusal a user who is
+# not root gets is injected at the bind (tests/test_forward_e2e.py runs labhop as lhtest).
+@pytest.mark.parametrize(("port", "err", "first", "refusal"), [
+    (80, errno.EADDRINUSE, 1024, Refusal.IN_USE),
+    (80, errno.EACCES, 1024, Refusal.PRIVILEGED),
+    (1023, errno.EPERM, 1024, Refusal.PRIVILEGED),
+    # At or above the threshold a permission error is a policy's, not privilege.
+    (1024, errno.EACCES, 1024, Refusal.DENIED),
+    (80, errno.EACCES, 0, Refusal.DENIED),  # a machine where no port is privileged
+    (80, errno.EADDRNOTAVAIL, 1024, None),  # no refusal of the port: raised as it is
+])
+def test_what_a_bind_error_says_about_the_port(port: int, err: int, first: int,
+                                                refusal: Refusal | None) -> None:
+    assert classify_bind_error(port, err, first) is refusal
+
+
+class UnprivilegedSocket(socket.socket):
+    """A socket as a user who is not root has it: ports 1-1023 refuse with EACCES (0, any
+    free port, is a high one)."""
+
+    def bind(self, address: Any) -> None:
+        if 0 < address[1] < 1024:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        super().bind(address)
+
+
+@pytest.fixture
+def not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_ports.socket, "socket", UnprivilegedSocket)
+
+
+def test_the_first_unprivileged_port_comes_from_the_kernel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    start = tmp_path / "ip_unprivileged_port_start"
+    monkeypatch.setattr(local_ports, "UNPRIVILEGED_PORT_START_FILE", start)
+    assert local_ports.unprivileged_port_start() == 1024  # no such file (not Linux)
+    start.write_text("512\n")
+    assert local_ports.unprivileged_port_start() == 512
+    start.write_text("garbage\n")
+    assert local_ports.unprivileged_port_start() == 1024
+
+
+@pytest.mark.usefixtures("not_root")
+def test_a_privileged_port_asked_for_is_called_privileged_not_in_use(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_ports, "UNPRIVILEGED_PORT_START_FILE", tmp_path / "none")
+    with pytest.raises(LocalPortError) as caught:
+        check_requested_ports(local_ends(80, (), host="gamer"))
+    assert str(caught.value) == (
+        "local port 80 is privileged (ports below 1024 need root here); pick a --port of "
+        "1024 or more, or leave it out to get a free one")
+    assert caught.value.status == ExitStatus.LOCAL_PORT and caught.value.port == 80
+    with pytest.raises(LocalPortError) as caught:
+        check_requested_ports(local_ends(None, (Forward(6006, 443),), host="gamer"))
+    assert str(caught.value) == (
+        "local port 443 (--forward 6006:443) is privileged (ports below 1024 need root here); "
+        "pick a LOCAL_PORT of 1024 or more, or give only --forward 6006 to get a free one")
+    # The tunnel's own check (a reopen) says the same.
+    session, _ = tunnel(FakeTransport(), 80)
+    with pytest.raises(LocalPortError, match="local port 80 is privileged"):
+        session.open("/run/s.sock", "localhost")
+
+
+@pytest.mark.usefixtures("not_root")
+def test_a_privileged_remote_port_moves_the_forward_and_is_not_called_busy() -> None:
+    session, ui = tunnel(FakeTransport(), None, Forward(80))
+    session.open("/run/s.sock", "localhost")
+    [extra] = session.extra_ends
+    assert extra.port is not None and extra.port >= 1024
+    assert f"local port 80 (--forward 80) is privileged; using {extra.port} instead" in ui.lines
+
+
+def test_a_port_denied_by_a_policy_is_not_called_privileged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def denied(self: socket.socket, address: Any) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(UnprivilegedSocket, "bind", denied)
+    monkeypatch.setattr(local_ports.socket, "socket", UnprivilegedSocket)
+    with pytest.raises(LocalPortError) as caught:
+        check_requested_ports(local_ends(5000, (), host="gamer"))
+    assert str(caught.value) == (
+        "local port 5000 may not be listened on here (permission denied); pick another "
+        "--port or leave it out to get a free one")
+
+
+@pytest.mark.usefixtures("not_root")
+@pytest.mark.parametrize(("option", "word"), [(["--port", "80"], "--port"),
+                                              (["--forward", "6006:80"], "LOCAL_PORT")],
+                         ids=["port", "forward"])
+def test_a_privileged_port_asked_for_ends_the_run_before_any_ssh(
+        option: list[str], word: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    no_processes(monkeypatch)
+    with pytest.raises(SystemExit) as caught:
+        main([HOST, "--no-browser", *option])
+    assert caught.value.code == ExitStatus.LOCAL_PORT
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("labhop: error: local port 80 ")
+    assert "is privileged" in line and "in use" not in line
+    assert f"pick a {word} of {local_ports.unprivileged_port_start()} or more" in line

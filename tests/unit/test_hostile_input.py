@@ -201,11 +201,11 @@ def test_a_launch_uses_every_value_literally(home: Path, mark: Path, case: str) 
                              env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
     home_children[home].append(owner)
     assert owner.stdin is not None
-    owner.stdin.write(scripts.owner_script(name, value).text)
+    owner.stdin.write(scripts.owner_script(name, value, "5e55" * 4, "b" * 48).text)
     owner.stdin.flush()
-    client_file = state_of(home, name) / "owner-client"
+    session = state_of(home, name) / "owners" / ("5e55" * 4)
     for _ in range(100):
-        if client_file.exists() and (state_of(home, name) / "owner").exists():
+        if session.exists() and session.with_name(f"{session.name}.client").exists():
             break
         time.sleep(0.05)
 

@@ -6,7 +6,9 @@ quoting) without ssh or Jupyter; the end-to-end tests cover those.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import stat
 import subprocess
@@ -249,34 +251,35 @@ def launched_argv(home: Path, **overrides: object) -> list[str]:
 
 @pytest.mark.parametrize(("flavour", "idle", "expected"), [
     # jupyter_server >= 2.13, short idle timeout: both kinds of pings, scaled.
-    ("ServerApp tcp 45678 1", 60, [
+    ("ServerApp unix 1 1", 60, [
         '--ServerApp.tornado_settings={"ws_ping_interval": 6000, "ws_ping_timeout": 18000}',
         "--ServerApp.websocket_ping_interval=6", "--ServerApp.websocket_ping_timeout=18"]),
     # A long idle timeout: Jupyter's own kernel pings are enough; config files keep theirs.
-    ("ServerApp tcp 45678 1", 3600, [
+    ("ServerApp unix 1 1", 3600, [
         "--ServerApp.websocket_ping_interval=30", "--ServerApp.websocket_ping_timeout=90"]),
-    # An older server (or a flavour.py of three words) does not know the ServerApp options.
-    ("ServerApp tcp 45678 0", 60, [
+    # An older server (or a flavour.py of two words) does not know the ServerApp options.
+    ("ServerApp unix 0 0", 60, [
         '--ServerApp.tornado_settings={"ws_ping_interval": 6000, "ws_ping_timeout": 18000}']),
-    ("ServerApp tcp 45678", 3600, []),
+    ("ServerApp unix", 3600, []),
     # Classic notebook < 7 pings kernels the same way, under its own name.
-    ("NotebookApp tcp 45678 0", 100, [
+    ("NotebookApp unix 0 0", 100, [
         '--NotebookApp.tornado_settings={"ws_ping_interval": 10000, '
         '"ws_ping_timeout": 30000}']),
 ])
 def test_the_jupyter_command_line_pings_websockets_as_the_server_allows(
         tmp_path: Path, flavour: str, idle: int, expected: list[str]) -> None:
     recording_jupyter(tmp_path / "env", flavour)
-    argv = launched_argv(tmp_path, idle_timeout=idle, transport="tcp",
+    argv = launched_argv(tmp_path, idle_timeout=idle,
                          jupyter_args=("--ServerApp.tornado_settings={}",))
     assert [arg for arg in argv if "_ping_" in arg] == expected
     assert argv[-1] == "--ServerApp.tornado_settings={}"  # the user's own -- args win
 
 
-@pytest.mark.parametrize(("version", "ping"), [("2.12.5", "0"), ("2.13.0", "1"),
-                                               ("2.21.1", "1"), (None, "0")])
-def test_flavour_knows_which_servers_take_websocket_ping_options(
-        tmp_path: Path, version: str | None, ping: str) -> None:
+@pytest.mark.parametrize(("version", "ping", "idp"), [
+    ("1.24.0", "0", "0"), ("2.0.0", "0", "1"), ("2.12.5", "0", "1"), ("2.13.0", "1", "1"),
+    ("2.21.1", "1", "1"), (None, "0", "0")])
+def test_flavour_knows_which_servers_take_websocket_ping_options_and_browser_tokens(
+        tmp_path: Path, version: str | None, ping: str, idp: str) -> None:
     """flavour.py, run by a real python over a site dir holding only jupyter_server's
     metadata at `version` (None: not installed)."""
     if version is not None:
@@ -287,7 +290,7 @@ def test_flavour_knows_which_servers_take_websocket_ping_options(
     done = subprocess.run([sys.executable, "-S", "-c", compose.body("flavour.py"), "lab", "unix"],
                           env={"PYTHONPATH": str(tmp_path)}, capture_output=True, text=True,
                           check=True, timeout=30)
-    assert done.stdout.split() == ["ServerApp", "unix", "0", ping]
+    assert done.stdout.split() == ["ServerApp", "unix", ping, idp]
 
 
 def test_list_describes_every_running_server_and_cleans_dead_ones(tmp_path: Path) -> None:
@@ -487,16 +490,33 @@ def test_stopping_a_slurm_server_removes_its_runtime_dir(tmp_path: Path) -> None
         remove_tree(runtime)
 
 
+# A stand-in for Jupyter given port 0: it listens where the system puts it, says where in its
+# runtime file (as jupyter_server does, json.dump with indent=2), and serves until TERM.
+LISTENER = """
+import json, os, signal, socket, time
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+path = os.path.join(os.environ["JUPYTER_RUNTIME_DIR"], f"jpserver-{os.getpid()}.json")
+with open(path, "w") as f:
+    json.dump({"port": sock.getsockname()[1], "pid": os.getpid()}, f, indent=2)
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+time.sleep(30)
+"""
+
+
 def test_a_slurm_job_removes_its_runtime_dir_when_jupyter_ends(tmp_path: Path) -> None:
     server_id = f"unit-{os.getpid()}-{tmp_path.name}"
     runtime = runtime_dir(server_id)
     env = tmp_path / "env"
     fake_venv(env, with_jupyter=False)
     # Jupyter's part: write the cookie secret into its runtime dir, then serve until TERM.
+    # It listens on a port of its own choosing, as a real one given --ServerApp.port=0.
     (env / "bin" / "jupyter-lab").write_text(
         '#!/bin/sh\nmkdir -p "$JUPYTER_RUNTIME_DIR"\n'
-        'printf secret > "$JUPYTER_RUNTIME_DIR/jupyter_cookie_secret"\nexec sleep 30\n')
-    (env / "bin" / "python").write_text("#!/bin/sh\necho ServerApp tcp 45678\n")
+        'printf secret > "$JUPYTER_RUNTIME_DIR/jupyter_cookie_secret"\n'
+        f'exec {sys.executable} -c {shlex.quote(LISTENER)}\n')
+    (env / "bin" / "python").write_text("#!/bin/sh\necho ServerApp tcp 0 0\n")
     for name in ("jupyter-lab", "python"):
         (env / "bin" / name).chmod(0o755)
     state = tmp_path / ".local/state/labhop/servers/proj"
@@ -519,7 +539,8 @@ def test_a_slurm_job_removes_its_runtime_dir_when_jupyter_ends(tmp_path: Path) -
         assert (runtime / "jupyter_cookie_secret").exists()
         jupyter = int((state / "pid").read_text())
         assert jupyter != job.pid
-        assert (state / "endpoint").read_text().strip().endswith(":45678")
+        port = json.loads((runtime / f"jpserver-{jupyter}.json").read_text())["port"]
+        assert (state / "endpoint").read_text().strip().endswith(f":{port}")
         job.send_signal(signal.SIGTERM)  # as scancel does
         job.wait(timeout=15)
         assert not alive(jupyter)

@@ -33,7 +33,8 @@ def test_every_sh_file_is_in_some_script() -> None:
     request = jupyter.LaunchRequest(name="p", server_id="i", token="t" * 8)
     built = [
         scripts.launch_script(request, kinds=KINDS), scripts.status_script("p"),
-        scripts.stop_script("p"), scripts.list_script(kinds=KINDS), scripts.owner_script("p", "c"),
+        scripts.stop_script("p"), scripts.list_script(kinds=KINDS),
+        scripts.owner_script("p", "c", "s", "t"),
         scripts.logs_script("p"), scripts.slurm_submit_script(request, (), kinds=KINDS),
         scripts.slurm_job_script(request), scripts.slurm_status_script("p"),
         scripts.slurm_stop_script("p"),

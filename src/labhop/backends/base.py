@@ -31,9 +31,12 @@ from labhop.errors import (
     RootDirMissingError,
     ServerNotFoundError,
     SlurmError,
+    SSHError,
+    StartTimeoutError,
 )
 from labhop.remote import jupyter, protocol, scripts, squeue
 from labhop.remote.compose import Script
+from labhop.ssh import proc
 from labhop.ssh.connection import Connection
 
 SENTINEL_ERRORS: dict[int, type[RemoteError]] = {
@@ -42,6 +45,7 @@ SENTINEL_ERRORS: dict[int, type[RemoteError]] = {
     protocol.Exit.ROOT_DIR_MISSING: RootDirMissingError,
     protocol.Exit.STATE_UNUSABLE: RemoteError,
     protocol.Exit.SLURM_REFUSED: SlurmError,
+    protocol.Exit.START_TIMEOUT: StartTimeoutError,
 }
 
 
@@ -93,6 +97,20 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Ownership:
+    """A labhop's session with a server (see Backend.hold_ownership): it lasts as long as
+    `child` runs; `browser_tokens`: the server takes the session's own browser token (a
+    server without jupyter_server 2's IdentityProvider takes only its own token)."""
+
+    child: subprocess.Popen[str]
+    browser_tokens: bool
+
+
+# How long the host may take to confirm a session (an owner script's first lines).
+OWNERSHIP_TIMEOUT_S = 30.0
+
+
+@dataclass
 class BackendOptions:
     """What a launch asks of the backend beyond the server itself."""
 
@@ -234,9 +252,30 @@ class Backend(abc.ABC):
         raise ServerNotFoundError(
             f"{len(entries)} servers are running on {host} ({names}); name the one you mean")
 
-    def hold_ownership(self, name: str, client: str) -> subprocess.Popen[str]:
-        """Mark `name` as attached to this labhop until the returned child ends."""
-        return self.conn.start_script(scripts.owner_script(name, client))
+    def hold_ownership(self, name: str, client: str, session: str, token: str) -> Ownership:
+        """Mark `name` as attached to this labhop's `session` (to `client`), and let the
+        browser token `token` open it, until the returned child ends. Returns once the
+        host says so: from then on the session's earlier token (before a reconnect) is gone."""
+        script = scripts.owner_script(name, client, session, token)
+        child = self.conn.start_script(script, stdout=subprocess.PIPE)
+        held, lines = proc.lines_until(child, f"labhop:held={session}",
+                                       timeout=OWNERSHIP_TIMEOUT_S)
+        if not held:
+            proc.release(child, timeout=2)
+            returncode = child.returncode
+            stdout = protocol.after_marker("".join(f"{line}\n" for line in lines),
+                                           script.marker)
+            if returncode == 0 and "labhop:gone=1" in lines:
+                raise ServerNotFoundError(f"'{name}' is no longer running on "
+                                          f"{self.conn.target.host}")
+            if returncode not in (None, 0) and protocol.parse_failure(stdout).get("error"):
+                raise script_failure(stdout, "", returncode, "attaching",
+                                     host=self.conn.target.host)
+            raise SSHError(f"{self.conn.target.host} did not confirm this labhop's session "
+                           f"within {OWNERSHIP_TIMEOUT_S:.0f} s; check the connection")
+        stdout = protocol.after_marker("".join(f"{line}\n" for line in lines), script.marker)
+        fields = protocol.parse_output(stdout, script.keys)
+        return Ownership(child, browser_tokens=fields.get("tokens") == "1")
 
     def logs(self, name: str, *, lines: int) -> str | None:
         """The last `lines` of the server's log; None if there is no such server."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from labhop import gpus
 from labhop.backends.base import Backend, Health, Server, Status, entry_kinds, run_script
+from labhop.errors import ServerExitedError, with_log
+from labhop.model import APP_TABLE
 from labhop.remote import gpu_query, jupyter, protocol, scripts
 from labhop.remote.protocol import ProtocolError
 
@@ -15,8 +17,14 @@ class HostBackend(Backend):
     entry_shell = "host_entry.sh"
 
     def launch(self, request: jupyter.LaunchRequest) -> Server:
+        # A TCP server may take up to port_wait to listen on the port it chose.
         fields = self._run(scripts.launch_script(request, kinds=entry_kinds()),
-                           "starting Jupyter")
+                           "starting Jupyter", timeout=request.port_wait + 120)
+        if fields.get("exited") == "1":
+            label = APP_TABLE[request.app].label
+            raise ServerExitedError(**with_log(
+                f"{label} exited during start-up on {self.conn.target.host}",
+                self.status(request.name, with_log=True).log))
         if not fields.get("pid") or not fields.get("endpoint"):
             raise ProtocolError(
                 "the remote start script printed no server details; run with --debug to see "

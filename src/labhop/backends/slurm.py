@@ -10,6 +10,15 @@ from labhop.errors import RemoteError, ServerExitedError, SlurmPendingError, wit
 from labhop.remote import jupyter, protocol, scripts, squeue
 
 
+@dataclasses.dataclass(frozen=True)
+class Queued:
+    """A job submitted (or found) and not waited for (--detach --no-wait)."""
+
+    jobid: str
+    existing: bool  # the job of that name was live already; none was submitted
+    job: squeue.JobState
+
+
 class SlurmBackend(Backend):
     """The server runs as a Slurm batch job; the host we ssh into is the login node.
 
@@ -21,10 +30,7 @@ class SlurmBackend(Backend):
     entry_shell = "job_entry.sh"
 
     def launch(self, request: jupyter.LaunchRequest) -> Server:
-        request = dataclasses.replace(request, transport="tcp")
-        script = scripts.slurm_submit_script(request, self.options.sbatch_args,
-                                            kinds=entry_kinds())
-        fields = self._run(script, "submitting the job")
+        fields = self._submit(request)
         jobid = fields.get("jobid")
         existing = fields.get("existing") == "1"
         self.options.progress(f"{'found running' if existing else 'submitted'} job {jobid}")
@@ -32,7 +38,31 @@ class SlurmBackend(Backend):
         return dataclasses.replace(server, open_path=fields.get("open_path"),
                                    open_kind=fields.get("open_kind"))
 
-    def _wait_for_job(self, name: str, jobid: str, token: str, existing: bool) -> Server:
+    def queue(self, request: jupyter.LaunchRequest) -> Queued:
+        """Submit the job (or find the live one of that name) and return at once, without
+        waiting for it to run (--detach --no-wait)."""
+        fields = self._submit(request)
+        jobid = fields.get("jobid")
+        job = squeue.parse_job_line(self._job_fields(request.name).get("job"))
+        if job.gone:  # it failed at once (its --env, say): no job to attach to later
+            raise self._ended_before_ready(request.name, jobid)
+        return Queued(jobid=jobid, existing=fields.get("existing") == "1", job=job)
+
+    def wait_until_running(self, server: Server) -> Server:
+        """A job found queued (attach after --no-wait): wait until it serves. A job still
+        pending at the queue timeout is left queued: it is not this labhop's to cancel."""
+        found = self._wait_for_job(server.name, server.jobid, server.token, True,
+                                   cancel_pending=False)
+        return dataclasses.replace(found, note="")
+
+    def _submit(self, request: jupyter.LaunchRequest) -> protocol.ScriptOutput:
+        request = dataclasses.replace(request, transport="tcp")
+        script = scripts.slurm_submit_script(request, self.options.sbatch_args,
+                                            kinds=entry_kinds())
+        return self._run(script, "submitting the job")
+
+    def _wait_for_job(self, name: str, jobid: str, token: str, existing: bool, *,
+                      cancel_pending: bool = True) -> Server:
         submitted = time.monotonic()
         deadline = submitted + self.options.queue_timeout
         shown = ""
@@ -55,13 +85,20 @@ class SlurmBackend(Backend):
                 shown = job.describe()
                 self.options.progress(f"job {jobid}: {shown}")
             if job.state == "PENDING" and time.monotonic() > deadline:
-                self.stop(name)
-                raise SlurmPendingError(
-                    f"job {jobid} was still pending after {self.options.queue_timeout:.0f} s "
-                    f"({job.reason or 'no reason given'}), so labhop cancelled it; ask for "
-                    "fewer resources or raise --queue-timeout"
-                )
+                raise self._still_pending(name, jobid, job, cancel=cancel_pending)
             time.sleep(0.5)  # a fresh job usually starts within a second
+
+    def _still_pending(self, name: str, jobid: str, job: squeue.JobState, *,
+                       cancel: bool) -> SlurmPendingError:
+        waited = (f"job {jobid} was still pending after {self.options.queue_timeout:.0f} s "
+                  f"({job.reason or 'no reason given'})")
+        if not cancel:
+            stop = self.conn.target.command("stop", after=(name,))
+            return SlurmPendingError(f"{waited}; it stays queued: attach again later, or "
+                                     f"cancel it with: {stop}")
+        self.stop(name)
+        return SlurmPendingError(f"{waited}, so labhop cancelled it; ask for fewer resources "
+                                 "or raise --queue-timeout")
 
     def _job_fields(self, name: str, *, with_log: bool = False) -> protocol.ScriptOutput:
         return self._run(scripts.slurm_status_script(name, with_log=with_log),

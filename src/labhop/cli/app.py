@@ -26,7 +26,7 @@ Exit status:
   27  no such server         28  no GPU (or none that --gpus names)
   29  the server ended by itself while attached (idle timeout, crash)
   30  Slurm refused the job
-  31  Slurm job still pending at --queue-timeout (cancelled)
+  31  Slurm job still pending at --queue-timeout (a start cancels it)
   70  internal error (a bug in labhop: please report it)
  130  interrupted before the server was ready
 """

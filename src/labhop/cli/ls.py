@@ -40,9 +40,10 @@ def _age(seconds: int | None) -> str:
 def list_command(host: str, as_json: bool, **params: Any) -> int:
     """List the labhop servers running on HOST.
 
-    STATE is 'attached' while a labhop is connected to the server, 'kept' for a server
-    started with --keep, and 'owner gone' when the labhop that started it vanished
-    (it stops itself after its --idle-timeout). Entries of servers that died are
+    STATE is 'attached' while a labhop is connected to the server (--json's owner names
+    each one, as user@laptop pid N), 'kept' for a server started with --keep, and 'owner
+    gone' when the labhop that started it vanished (it stops itself after its
+    --idle-timeout). Entries of servers that died are
     cleaned up, never shown as running.
     """
     ui = UI()

@@ -67,12 +67,15 @@ from labhop.model import APPS, DEFAULT_APP
               help="Start the server (or find it), wait until it answers, print how to "
                    "attach, and exit 0: it keeps running, with no tunnel and no labhop left "
                    "here (for scripts, Makefiles, editor tasks).")
+@click.option("--no-wait", is_flag=True,
+              help="With --detach and --slurm: return as soon as the job is queued, with its "
+                   "job id and the command to attach (which waits until the job runs).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the URL and errors.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @ssh_options
 @click.pass_context
 def start(ctx: click.Context, /, host: str, path: str | None, quiet: bool, as_json: bool,
-          detach: bool, **params: Any) -> int:
+          detach: bool, no_wait: bool, **params: Any) -> int:
     """Start Jupyter on HOST, tunnel it here, and open the browser (the default command).
 
     \b
@@ -96,7 +99,7 @@ def start(ctx: click.Context, /, host: str, path: str | None, quiet: bool, as_js
 
     return start_command.start(
         resolved, shared.make_target(host, params, resolved), ui, path=path, as_json=as_json,
-        jupyter_args=tuple(ctx.obj.get("jupyter_args", ())), detach=detach)
+        jupyter_args=tuple(ctx.obj.get("jupyter_args", ())), detach=detach, no_wait=no_wait)
 
 
 @click.command()

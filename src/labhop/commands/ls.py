@@ -25,7 +25,7 @@ class ServerRow:
     state: str
     pid: int | None  # on the host, or the job's node; None when the entry has none yet
     kernels: int | None
-    owner: str
+    owner: str  # each attached labhop's client, ", "-joined ("" when none is)
     node: str
     idle_timeout: int | None
     jobid: str = ""
@@ -60,7 +60,8 @@ def row_from_entry(entry: protocol.ServerEntry, now: datetime) -> ServerRow:
         state=state,
         pid=int(entry.pid) if entry.pid.isdigit() else None,
         kernels=entry.kernels,
-        owner=entry.owner,
+        # One client a line on the host (see owner_clients); a line can hold no newline.
+        owner=", ".join(line for line in entry.owner.split("\n") if line),
         node=entry.node,
         idle_timeout=idle if isinstance(idle, int) else None,
         jobid=entry.jobid,

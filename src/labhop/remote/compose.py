@@ -75,6 +75,9 @@ SHELL_FILE_NAMES = (
     # its own `status_fields`.
     "status.sh", "host_status.sh", "job_status.sh",
     "stop.sh", "list.sh", "owner.sh", "logs.sh",
+    # The server's private jupyter_server_config.py (per-session browser tokens), written
+    # by prepare.sh's `private_config` (a value, `server_config_py`, not a body).
+    "server_config.py",
     # What a state entry of each backend is (`alive_KIND`, `where_KIND`, `describe_KIND`):
     # a backend names its own file in `Backend.entry_shell`; the scripts that read every
     # backend's entries (list, and a launch that must not take another backend's name)

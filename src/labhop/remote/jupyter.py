@@ -36,6 +36,8 @@ class LaunchRequest:
     # The PATH to open in the browser, as labhop.opening normalized it; "" for none.
     # Checked before anything starts (open_path.sh); only the launch reads it.
     open_path: str = ""
+    # How long a TCP server may take to listen on the port it chose (see await_own_port).
+    port_wait: int = 60
 
 
 def _env_label(env: EnvSpec | None) -> str:
@@ -90,5 +92,7 @@ def launch_values(request: LaunchRequest) -> dict[str, object]:
         jupyter_args=shlex.join(request.jupyter_args),
         record=json.dumps(request.record, sort_keys=True),
         flavour_py=body("flavour.py"),
+        server_config_py=body("server_config.py"),
+        port_wait=request.port_wait,
         cuda_visible_devices=request.cuda_visible_devices,
     )

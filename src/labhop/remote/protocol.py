@@ -27,6 +27,7 @@ class Exit(IntEnum):
     ROOT_DIR_MISSING = 92
     STATE_UNUSABLE = 93
     SLURM_REFUSED = 94
+    START_TIMEOUT = 95
 
 
 # What each script prints: see `parse_output`.
@@ -50,7 +51,8 @@ def _keys(script: str, single: str, lists: str = "", *, log: bool = False) -> Ke
                 frozenset(lists.split()), log)
 
 
-LAUNCH_KEYS = _keys("start script", "existing pid endpoint node token open_path open_kind")
+LAUNCH_KEYS = _keys("start script",
+                    "existing pid endpoint node token open_path open_kind exited")
 
 
 STATUS_KEYS = _keys("status script", "known alive listening", log=True)
@@ -62,7 +64,7 @@ STOP_KEYS = _keys("stop script", "known was_running stopped", "signal swept")
 LOGS_KEYS = _keys("log script", "known", log=True)
 
 
-OWNER_KEYS = _keys("owner script", "owner")
+OWNER_KEYS = _keys("owner script", "tokens held gone")
 
 
 SUBMIT_KEYS = _keys("job submission script", "existing jobid token open_path open_kind")

@@ -7,6 +7,7 @@ never on a command line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from collections.abc import Mapping
@@ -110,9 +111,17 @@ def list_script(name: str = "", *, kinds: Mapping[str, str], with_token: bool = 
     return script(LIST_KEYS, assignments + kinds_assignment, entry_shells, body("list.sh"))
 
 
-def owner_script(name: str, client: str) -> Script:
-    """Mark the server as attached for as long as this script's stdin stays open."""
-    return script(OWNER_KEYS, assign(name=name, client=client), body("owner.sh"))
+def owner_script(name: str, client: str, session: str, token: str) -> Script:
+    """Mark the server as attached to this labhop's `session` (to `client`), and let the
+    browser token `token` open it, for as long as this script's stdin stays open."""
+    values = assign(name=name, client=client, session=session, token=token,
+                    token_name=browser_token_name(token) if token else "")
+    return script(OWNER_KEYS, values, body("owner.sh"))
+
+
+def browser_token_name(token: str) -> str:
+    """The file name of a browser token on the host (as sh/server_config.py computes it)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 def logs_script(name: str, *, lines: int = 100, follow: bool = False) -> Script:

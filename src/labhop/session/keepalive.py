@@ -53,8 +53,10 @@ class KeepAlive:
     ui: UI
     host: str
     url: Callable[[], str]
-    # What else must be restored once connected again (the ownership mark).
-    on_reconnected: Callable[[], None]
+    # Connected again, before any local port opens: the old port's token is withdrawn.
+    on_reconnecting: Callable[[], None]
+    # The tunnel is back; whether the server's own port moved (the ownership mark).
+    on_reconnected: Callable[[bool], None]
     walltime_warned: bool = False
     # While the connection is too busy to answer (see _busy): said once, not per check.
     busy_since: float | None = None
@@ -138,13 +140,15 @@ class KeepAlive:
                 self.conn.reopen()
                 self._require_running(server, f"reconnected to {self.host}, but "
                                               f"'{server.name}' has ended there meanwhile")
+                self.on_reconnecting()
                 forward_host, where = self.backend.forward_host(server)
                 # The whole set of forwards, the server's and each --forward, as before.
                 moved = self.tunnel.open(server.forward_target(), forward_host)
+                self.on_reconnected(any(end.forward is None for end, _ in moved))
             except SSHError as exc:
+                self.tunnel.close()
                 self.ui.warn(f"reconnect attempt {attempt} failed: {exc}")
                 continue
-            self.on_reconnected()
             for end, old_port in moved:
                 # Someone else took the port while the connection was down: the old URL
                 # now leads to them, so the token never goes there again.

@@ -9,17 +9,22 @@ import getpass
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from labhop import __version__, gpus
 from labhop.backends.base import (
+    Backend,
     Server,
     backend_for_entry,
     backend_for_launch,
     server_from_entry,
 )
+from labhop.backends.slurm import Queued, SlurmBackend
 from labhop.errors import (
+    CommandLineError,
     RemoteError,
 )
 from labhop.model import APP_TABLE, DEFAULT_APP
@@ -28,6 +33,8 @@ from labhop.remote.protocol import ProtocolError
 from labhop.session import gpu_summary
 from labhop.session.supervisor import Session, StartRequest
 from labhop.ui import UI
+
+T = TypeVar("T")
 
 
 def start(request: StartRequest, ui: UI) -> int:
@@ -52,20 +59,45 @@ class StartSession(Session):
         self.gpu_choice: tuple[gpus.GpuChoice, gpus.GpuReport] | None = None
 
     def _obtain_server(self) -> Server:
-        self.backend = backend_for_launch(self._conn(), slurm_args=self.request.slurm,
-                                          options=self._backend_options())
+        self.backend = self._launch_backend()
         return self._launch("unix")
+
+    def _launch_backend(self) -> Backend:
+        return backend_for_launch(self._conn(), slurm_args=self.request.slurm,
+                                  options=self._backend_options())
 
     def _launch(self, transport: str) -> Server:
         request = self.request
         name = self._name()
-        where = f" in {request.env}" if request.env else ""
-        label = APP_TABLE[request.app].label
+        launch = self._launch_request(name, transport)
+        with self.ui.spinner(f"starting {self._what()} as '{name}'"):
+            server = self._while_pending(lambda: self._backend().launch(launch))
+        if server.note:
+            self.ui.info(server.note)
+        if server.existing:
+            self.ui.info(f"'{name}' is already running on {self._host()} "
+                         f"({self._backend().where(server)}); attaching to it")
+            if request.gpus:
+                self.gpu_choice = None  # it keeps the GPUs it was started with
+                self.ui.warn(f"--gpus does not change a running server; stop '{name}' "
+                             "first to start it on other GPUs")
+        else:
+            self.owns_server = True
+        return server
+
+    def _what(self) -> str:
+        """What is started, for a progress line: "JupyterLab in conda:torch"."""
+        env = self.request.env
+        return APP_TABLE[self.request.app].label + (f" in {env}" if env else "")
+
+    def _launch_request(self, name: str, transport: str) -> jupyter.LaunchRequest:
+        """What the backend launches; from here on its id is pending (see _while_pending)."""
+        request = self.request
         # Before the id is pending: a --gpus the host cannot meet fails here, and then
         # nothing was launched that a cleanup would have to stop (or say it stops).
         cuda_visible_devices = self._cuda_visible_devices()
         self.pending_id = secrets.token_hex(8)
-        launch = jupyter.LaunchRequest(
+        return jupyter.LaunchRequest(
             name=name,
             server_id=self.pending_id,
             token=secrets.token_hex(24),
@@ -79,30 +111,59 @@ class StartSession(Session):
             record=self._launch_record(name),
             cuda_visible_devices=cuda_visible_devices,
             open_path=request.open_path,
+            port_wait=max(1, int(request.start_timeout)),
         )
-        with self.ui.spinner(f"starting {label}{where} as '{name}'"):
-            try:
-                server = self._backend().launch(launch)
-            except ProtocolError:
-                # The script ran, but what came back is not what it writes: whatever it
-                # launched is stopped by its id (see _stop_unfinished_launch).
-                raise
-            except RemoteError:
-                self.pending_id = ""  # the script failed and cleaned up after itself
-                raise
+
+    def _while_pending(self, launch: Callable[[], T]) -> T:
+        """Run a launch whose id is pending, and what it answers: until then an interrupt
+        stops what it may have started (see _stop_unfinished_launch)."""
+        try:
+            answer = launch()
+        except ProtocolError:
+            # The script ran, but what came back is not what it writes: whatever it
+            # launched is stopped by its id.
+            raise
+        except RemoteError:
+            self.pending_id = ""  # the script failed and cleaned up after itself
+            raise
         self.pending_id = ""
-        if server.note:
-            self.ui.info(server.note)
-        if server.existing:
-            self.ui.info(f"'{name}' is already running on {self._host()} "
-                         f"({self._backend().where(server)}); attaching to it")
-            if request.gpus:
-                self.gpu_choice = None  # it keeps the GPUs it was started with
-                self.ui.warn(f"--gpus does not change a running server; stop '{name}' "
-                             "first to start it on other GPUs")
+        return answer
+
+    # -- --detach --no-wait: the job is queued, and labhop goes -----------------------------
+    def _serve(self) -> None:
+        if not self.request.no_wait:
+            super()._serve()
+            return
+        queued = self._queue()
+        # Nothing to wait for: the queue holds the job. The cleanup finds no server of
+        # this run to stop (and none pending), and `stopped` says it keeps running.
+        self.ready = True
+        self._announce_queued(queued)
+
+    def _queue(self) -> Queued:
+        backend = self.backend = self._launch_backend()
+        if not isinstance(backend, SlurmBackend):  # commands.start refuses it before
+            raise CommandLineError("--no-wait needs --slurm: only a batch job waits in a queue")
+        name = self._name()
+        launch = self._launch_request(name, "tcp")
+        with self.ui.spinner(f"submitting {self._what()} as '{name}' to Slurm"):
+            return self._while_pending(lambda: backend.queue(launch))
+
+    def _announce_queued(self, queued: Queued) -> None:
+        name, host, target = self._name(), self._host(), self.request.target
+        attach = target.command("attach", after=(name,))
+        state = queued.job.describe()
+        if queued.existing:
+            self.ui.done(f"'{name}' is already Slurm job {queued.jobid} on {host}: {state}; "
+                         "nothing new submitted")
         else:
-            self.owns_server = True
-        return server
+            self.ui.done(f"submitted Slurm job {queued.jobid} for '{name}' on {host}: "
+                         f"{state}; labhop does not wait for it to run")
+        # An attach before the job runs waits for it (see AttachSession).
+        self.ui.info(f"attach with: {attach}")
+        self.ui.info(f"cancel it with: {target.command('stop', after=(name,))}")
+        self.ui.event("queued", name=name, host=host, jobid=queued.jobid,
+                      job_state=queued.job.state, existing=queued.existing, attach=attach)
 
     def _relaunch_over_tcp(self) -> Server:
         assert self.server is not None
@@ -175,6 +236,11 @@ class AttachSession(Session):
         entry = finder.find(self.request.name, with_token=True)
         self.backend = backend_for_entry(self._conn(), entry, self._backend_options())
         server = server_from_entry(entry)
+        if not server.endpoint and isinstance(self.backend, SlurmBackend):
+            # A job still queued (labhop HOST --detach --no-wait): it serves once it runs.
+            self.ui.info(f"'{entry.name}' on {self._host()} is Slurm job {entry.jobid}, "
+                         "which has not started serving yet; waiting for it")
+            server = self.backend.wait_until_running(server)
         self.ui.info(f"attaching to '{entry.name}' on {self._host()} "
                      f"({self.backend.where(server)})")
         self.request = dataclasses.replace(

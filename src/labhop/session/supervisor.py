@@ -18,8 +18,8 @@ from __future__ import annotations
 import abc
 import getpass
 import os
+import secrets
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -27,6 +27,7 @@ from labhop import model, opening, oscompat
 from labhop.backends.base import (
     Backend,
     BackendOptions,
+    Ownership,
     Server,
 )
 from labhop.errors import (
@@ -75,6 +76,8 @@ class StartRequest:
     # --detach: return once the server answers, leaving it running (as --keep) and no
     # tunnel nor labhop process here.
     detach: bool = False
+    # --detach --no-wait (Slurm only): return once the job is queued (see StartSession).
+    no_wait: bool = False
 
 
 def default_name(root_dir: str) -> str:
@@ -94,7 +97,11 @@ class Session(abc.ABC):
         self.backend: Backend | None = None
         self.server: Server | None = None
         self.tunnel: LocalTunnel | None = None
-        self.ownership: subprocess.Popen[str] | None = None
+        self.ownership: Ownership | None = None
+        # This labhop's session with the server (see Backend.hold_ownership), and the token
+        # its browser gets: good only while this labhop holds the port it went out on.
+        self.session_id = secrets.token_hex(8)
+        self.browser_token = secrets.token_hex(24)
         self.ready = False
         # Whether the server is gone when the session ends (the `stopped` event).
         self.stopped_server = False
@@ -171,7 +178,8 @@ class Session(abc.ABC):
         self._hold_ownership()
         self._announce()
         KeepAlive(self._conn(), self._backend(), self._tunnel(), self.ui, self._host(),
-                  url=self.url, on_reconnected=self._hold_ownership).run(self.server)
+                  url=self.url, on_reconnecting=self._withdraw_token,
+                  on_reconnected=self._reattach).run(self.server)
 
     def _preferred_port(self) -> int:
         """The server's own port, derived from (host, name) (see ports.preferred_port)."""
@@ -200,13 +208,38 @@ class Session(abc.ABC):
             "on the host's loopback instead".replace("{name}", self.server.name).replace(
                 "{stop}", self.request.target.command("stop", after=(self.server.name,))))
 
-    def _hold_ownership(self) -> None:
-        """While we run, `labhop ls` shows the server as attached (and whose it is)."""
+    def _hold_ownership(self, token: str | None = None) -> None:
+        """While we run, `labhop ls` shows the server as attached (and whose it is), and
+        `token` (this session's browser token unless given) opens it."""
         assert self.server is not None
         if self.ownership is not None:
-            proc.release(self.ownership, timeout=2)
+            proc.release(self.ownership.child, timeout=2)
+            self.ownership = None
         client = f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
-        self.ownership = self._backend().hold_ownership(self.server.name, client)
+        self.ownership = self._backend().hold_ownership(
+            self.server.name, client, self.session_id,
+            self.browser_token if token is None else token)
+
+    def _withdraw_token(self) -> None:
+        """Reconnecting: before any local port opens again, the token that went out with
+        the old one stops opening the server (this session's earlier owner, which a
+        dropped connection leaves behind on the host, ends with it)."""
+        self._hold_ownership(token="")
+
+    def _reattach(self, moved: bool) -> None:
+        """Connected again. On the same port the open tab keeps working; on another, the
+        old port may lead to someone else, so the URL gets a new token."""
+        if moved:
+            self.browser_token = secrets.token_hex(24)
+        self._hold_ownership()
+
+    def _token(self) -> str:
+        """The token the browser gets: this session's own, or the server's own where the
+        server takes no other (Jupyter without jupyter_server 2's IdentityProvider)."""
+        assert self.server is not None
+        if self.ownership is not None and self.ownership.browser_tokens:
+            return self.browser_token
+        return self.server.token
 
     def url(self, *, first: bool = False) -> str:
         """The URL with the token; `first` is the one printed and opened at ready, which
@@ -216,7 +249,7 @@ class Session(abc.ABC):
         if first and self.server.open_kind:
             path = opening.url_path(self.request.app, self.server.open_path,
                                     self.server.open_kind)
-        return f"http://127.0.0.1:{self._tunnel().port}{path}?token={self.server.token}"
+        return f"http://127.0.0.1:{self._tunnel().port}{path}?token={self._token()}"
 
     def _announce(self) -> None:
         assert self.server is not None
@@ -231,11 +264,11 @@ class Session(abc.ABC):
         port = self._tunnel().port
         # server_url: the server's root, which editors take as an "existing server" (some
         # find no kernels behind the app's path, /lab).
-        self.ui.event("ready", url=self.url(first=True), port=port, token=self.server.token,
+        self.ui.event("ready", url=self.url(first=True), port=port, token=self._token(),
                       host=self._host(), name=self.server.name,
                       pid=int(self.server.pid) if self.server.pid.isdigit() else self.server.pid,
                       app=self.request.app,
-                      server_url=f"http://127.0.0.1:{port}/?token={self.server.token}",
+                      server_url=f"http://127.0.0.1:{port}/?token={self._token()}",
                       forwards=[forward_fields(end, where)
                                 for end in self._tunnel().extra_ends])
         if self.request.open_browser:
@@ -262,7 +295,7 @@ class Session(abc.ABC):
                      f"{self._backend().where(self.server)}); no tunnel stays here")
         self.ui.event("ready", host=self._host(), name=self.server.name,
                       pid=int(self.server.pid) if self.server.pid.isdigit() else self.server.pid,
-                      app=self.request.app, token=self.server.token,
+                      app=self.request.app,
                       attach=self.request.target.command("attach", after=(self.server.name,)))
 
     # -- cleanup --------------------------------------------------------------------------
@@ -273,7 +306,7 @@ class Session(abc.ABC):
             if self.tunnel is not None:
                 self.tunnel.close()
             if self.ownership is not None:
-                proc.release(self.ownership, timeout=2)
+                proc.release(self.ownership.child, timeout=2)
             if self.backend is None:
                 return
             if self.server is None:

@@ -44,16 +44,35 @@ class LocalEnd:
             return server_end
         return f"{forward_host}:{self.forward.remote_port}"
 
-    def taken_error(self) -> LocalPortError:
+    def check_requested(self) -> None:
+        """Raise the error that says why the port asked for cannot be had now, if it cannot."""
         assert self.requested is not None
-        if self.forward is None:
-            advice = "pick another --port or leave it out to get a free one"
-        else:
-            advice = (f"pick another LOCAL_PORT or give only --forward "
-                      f"{self.forward.remote_port} to get a free one")
+        refusal = ports.port_refusal(self.requested)
+        if refusal is not None:
+            raise self.refused_error(refusal)
+
+    def refused_error(self, refusal: ports.Refusal) -> LocalPortError:
+        """The error for a port asked for that cannot be had: why, and what to ask instead."""
+        assert self.requested is not None
         where = "" if self.forward is None else f" (--forward {self.forward})"
-        return LocalPortError(f"local port {self.requested}{where} is already in use; "
-                              f"{advice}", port=self.requested)
+        port = f"local port {self.requested}{where}"
+        if refusal is ports.Refusal.PRIVILEGED:
+            first = ports.unprivileged_port_start()
+            message = (f"{port} is privileged (ports below {first} need root here); "
+                       f"{self._advice(f'of {first} or more')}")
+        elif refusal is ports.Refusal.DENIED:
+            message = f"{port} may not be listened on here (permission denied); {self._advice()}"
+        else:
+            message = f"{port} is already in use; {self._advice()}"
+        return LocalPortError(message, port=self.requested)
+
+    def _advice(self, which: str = "") -> str:
+        """What to do instead: another port (`which`: what kind), or none to get a free one."""
+        if self.forward is None:
+            pick = f"pick a --port {which}," if which else "pick another --port"
+            return f"{pick} or leave it out to get a free one"
+        pick = f"pick a LOCAL_PORT {which}," if which else "pick another LOCAL_PORT"
+        return f"{pick} or give only --forward {self.forward.remote_port} to get a free one"
 
 
 def forward_fields(end: LocalEnd, where: str) -> dict[str, object]:
@@ -79,12 +98,13 @@ def local_ends(port: int | None, forwards: Iterable[Forward], *, host: str) -> l
 
 
 def check_requested_ports(ends: Sequence[LocalEnd]) -> None:
-    """Advice before anything starts: a port asked for that is in use now ends the run
-    with the same error the tunnel would give (it could still be taken before ssh binds
-    it, which `LocalTunnel.open` handles as well)."""
+    """Advice before anything starts: a port asked for that is in use now, or one we may
+    not listen on (a privileged one), ends the run with the same error the tunnel would
+    give (it could still be taken before ssh binds it, which `LocalTunnel.open` handles
+    as well)."""
     for end in ends:
-        if end.requested is not None and not ports.port_is_free(end.requested):
-            raise end.taken_error()
+        if end.requested is not None:
+            end.check_requested()
 
 
 class LocalTunnel:
@@ -140,8 +160,7 @@ class LocalTunnel:
 
     def _pick(self, end: LocalEnd, used: set[int]) -> int:
         if end.port is None and end.requested is not None:
-            if not ports.port_is_free(end.requested):
-                raise end.taken_error()
+            end.check_requested()
             return end.requested
         wanted = end.port or end.first_choice
         if wanted in used or not ports.port_is_free(wanted):
@@ -154,8 +173,8 @@ class LocalTunnel:
             port = chosen[end]
             if end.port is None and port != (end.requested or end.first_choice):
                 self.ui.info(f"local port {end.first_choice}"
-                             f"{'' if end.forward is None else f' ({end.option})'} is busy; "
-                             f"using {port} instead")
+                             f"{'' if end.forward is None else f' ({end.option})'} "
+                             f"{_why_not(end.first_choice)}; using {port} instead")
             elif end.port is not None and port != end.port:
                 moved.append((end, end.port))
             end.port = port
@@ -172,3 +191,14 @@ def _free_port(used: set[int]) -> int:
         port = ports.any_free_port()
         if port not in used:
             return port
+
+
+def _why_not(port: int) -> str:
+    """Why a first choice was passed over, as a line says it: asked again now (a rare line),
+    so that a privileged one (--forward 80) is not called busy."""
+    refusal = ports.port_refusal(port)
+    if refusal is ports.Refusal.PRIVILEGED:
+        return "is privileged"
+    if refusal is ports.Refusal.DENIED:
+        return "may not be listened on"
+    return "is busy"

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from labhop import debuglog, oscompat
+from labhop.errors import MasterBusyError
 from labhop.ssh import locks, ports, proc
 from labhop.ssh.control import MASTER_SAFETY_PERSIST_S, master_alive
 from labhop.ssh.failures import classify_failure
@@ -201,7 +202,7 @@ class Connection:
         """
         assert self.run_dir is not None
         user_path = self._user_control_path()
-        if user_path and master_alive(self.ssh, user_path, self.target.host):
+        if user_path and self._answers(user_path):
             _LOGGER.debug("using the user's own master at %s", user_path)
             if not self._guards:
                 self._spawn_guard()  # the run directory only: their master is theirs
@@ -233,6 +234,20 @@ class Connection:
             os.close(create_fd)
         self._use_master(control_path, "shared")
 
+    def _answers(self, control_path: Path | str) -> bool:
+        """Whether a master answers at `control_path`. One that is there but does not answer
+        in time (a neighbour's flood of connections to a forwarded port took its file
+        descriptors) is MasterBusyError, one line and a code: each step over it would hang
+        until the flood ends, and a new master in its place would cut off every labhop on
+        it. The servers behind it are not touched."""
+        try:
+            return master_alive(self.ssh, control_path, self.target.host, busy_is_alive=False)
+        except MasterBusyError:
+            raise MasterBusyError(
+                f"the connection to {self.target.host} is too busy to answer (many connections "
+                "at once to a forwarded port?); its servers keep running: retry once it "
+                "answers") from None
+
     def _take_share(self, control_path: Path, create_lock: str, users_lock: str) -> None:
         """Our share of the master, handed to the guard too, which gives it back if this
         command cannot (see close)."""
@@ -252,7 +267,7 @@ class Connection:
 
     def _open_shared_master(self, control_path: Path) -> None:
         """Reuse labhop's live master, else open it (the create lock is held)."""
-        if master_alive(self.ssh, control_path, self.target.host):
+        if self._answers(control_path):
             _LOGGER.debug("reusing labhop's master at %s", control_path)
             return
         self._open_master(control_path)

@@ -29,14 +29,18 @@ def control_argv(ssh: str, control_path: Path | str, command: str, host: str) ->
     return [ssh, "-F", os.devnull, "-S", str(control_path), "-O", command, "--", host]
 
 
-def master_alive(ssh: str, control_path: Path | str, host: str) -> bool:
+def master_alive(ssh: str, control_path: Path | str, host: str, *,
+                 busy_is_alive: bool = True) -> bool:
     """Whether a master answers at `control_path`; one too busy to answer counts as alive
-    (MasterBusyError is for those that must know which master it is)."""
+    (MasterBusyError is for those that must know which master it is), or with
+    `busy_is_alive=False` raises MasterBusyError: a command about to use it would only hang."""
     if not os.path.exists(control_path):
         return False
     try:
         return master_pid(control_argv(ssh, control_path, "check", host)) != 0
     except MasterBusyError:
+        if not busy_is_alive:
+            raise
         return True
 
 

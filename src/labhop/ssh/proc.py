@@ -187,3 +187,6 @@ def release(child: subprocess.Popen[str], *, timeout: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
+    if child.stdout is not None:
+        with contextlib.suppress(OSError):
+            child.stdout.close()

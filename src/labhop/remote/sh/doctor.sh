@@ -56,7 +56,7 @@ check_state_dir() {
 check_jupyter() {
     (
         trap - EXIT
-        prepare_jupyter 127.0.0.1
+        prepare_jupyter
         out exe "$exe_path"
         out prefix "$env_prefix"
         out py "$py"

@@ -23,9 +23,8 @@ main() {
             real=$(hostname -I 2>/dev/null | awk '{ print $1 }')
             [ -n "$real" ] && addr=$real ;;
     esac
-    prepare_jupyter "$addr"
-    [ -n "$port" ] && [ "$port" != 0 ] \
-        || fail "$exit_state_unusable" "cannot find a free port on $fail_host (no python next to jupyter-$app?)"
+    prepare_jupyter
+    private_config "$state"
     with_jupyter_command tcp "$addr" run_job
 }
 # Run Jupyter ("$@", see with_jupyter_command) as this job's child until it ends.
@@ -48,7 +47,17 @@ run_job() {
     jpid=$!
     proc_start "$jpid" > "$state/start"
     printf '%s\n' "$jpid" > "$state/pid"
-    printf '%s\n' "$endpoint" > "$state/endpoint"
+    # The endpoint goes to the login node only once the port Jupyter chose is known to be
+    # its alone: no request with the token ever goes to a port it does not hold.
+    jp_rc=0; await_own_port "$jpid" "$JUPYTER_RUNTIME_DIR" "$port_wait" || jp_rc=$?
+    case $jp_rc in
+        0) printf '%s\n' "$endpoint$tcp_port" > "$state/endpoint" ;;
+        1) ;;  # it died: the wait below ends at once, and the job with it
+        2) end_jupyter
+           fail "$exit_state_unusable" "another process also listens on port $tcp_port, which Jupyter chose on $fail_host; labhop stopped the server; retry" ;;
+        *) end_jupyter
+           fail "$exit_start_timeout" "jupyter-$app did not listen within $port_wait s on $fail_host; labhop stopped it (raise --timeout if the node is slow)" ;;
+    esac
     while :; do
         rc=0; wait "$jpid" || rc=$?
         # A trapped signal cuts wait short (status > 128) while Jupyter is still stopping.
@@ -57,4 +66,11 @@ run_job() {
     rm -rf "$JUPYTER_RUNTIME_DIR"
     [ "$rundir" = "$run_root/labhop-$(id -u)" ] || rmdir "$rundir" 2>/dev/null
     exit "$rc"
+}
+# Stop the job's Jupyter before the job fails, and remove what it left on this node.
+end_jupyter() {
+    kill -TERM "$jpid" 2>/dev/null
+    wait "$jpid" 2>/dev/null
+    rm -rf "$JUPYTER_RUNTIME_DIR"
+    [ "$rundir" = "$run_root/labhop-$(id -u)" ] || rmdir "$rundir" 2>/dev/null
 }

@@ -20,7 +20,7 @@ main() {
     else
         out was_running 0
     fi
-    end_owner "$state"
+    end_owners "$state"
     # The job removes its runtime dir (with the cookie secret) on its node as it ends;
     # this catches a job killed before it could, where that node shares this /tmp.
     drop_rundir "$state" "$id"

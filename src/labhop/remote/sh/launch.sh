@@ -23,23 +23,22 @@ main() {
     cleanup_dir=$state
     printf '%s' "$server_id" > "$state/id"
     printf 'host\n' > "$state/backend"
-    prepare_jupyter 127.0.0.1
+    prepare_jupyter
     rundir=$(run_base) \
         || fail "$exit_state_unusable" "cannot create a private directory under $run_root on $fail_host"
     [ "$rundir" = "$run_root/labhop-$(id -u)" ] || cleanup_rundir=$rundir
     save "$state/rundir" "$rundir"
     sock=$rundir/$server_id.sock
-    if [ "$transport" = unix ] && [ "${#sock}" -gt "$max_sock" ]; then
-        transport=tcp
-        port=$("$py" -c "$flavour_py" "$app" tcp 2>/dev/null | cut -d' ' -f3)
-    fi
+    [ "$transport" = unix ] && [ "${#sock}" -gt "$max_sock" ] && transport=tcp
+    private_config "$state"
     if [ "$transport" = unix ]; then with_jupyter_command unix "$sock" start_server
     else with_jupyter_command tcp 127.0.0.1 start_server; fi
 }
 # Start Jupyter ("$@", see with_jupyter_command) detached, and report it.
 start_server() {
     printf '%s' "$token" > "$state/token"
-    printf '%s\n' "$endpoint" > "$state/endpoint"
+    # A TCP server's endpoint is written once its port is known to be its own.
+    [ "$jupyter_on" = unix ] && printf '%s\n' "$endpoint" > "$state/endpoint"
     save "$state/root" "$root"
     hostname > "$state/node"
     printf '%s\n' "$record" > "$state/launch.json"
@@ -66,8 +65,23 @@ start_server() {
     while ! is_ours "$pid" "$server_id" "$state" && kill -0 "$pid" 2>/dev/null && [ "$n" -lt 25 ]; do
         nap; n=$((n + 1))
     done
+    [ "$jupyter_on" = tcp ] && learn_port "$pid"
     out existing 0
     report "$state"
+}
+# The port TCP server $1 chose, once it listens there alone (await_own_port); the endpoint
+# is written only then, so no request with the token ever goes to a port it does not hold.
+learn_port() {
+    lp_rc=0; await_own_port "$1" "$JUPYTER_RUNTIME_DIR" "$port_wait" || lp_rc=$?
+    case $lp_rc in
+        0) printf '%s\n' "$endpoint$tcp_port" > "$state/endpoint" ;;
+        # Died before it listened: the laptop shows why, from its log.
+        1) out exited 1 ;;
+        2) kill -TERM "$1" 2>/dev/null
+           fail "$exit_state_unusable" "another process also listens on port $tcp_port, which Jupyter chose on $fail_host; labhop stopped the server; retry" ;;
+        *) kill -TERM "$1" 2>/dev/null
+           fail "$exit_start_timeout" "jupyter-$app did not listen within $port_wait s on $fail_host; labhop stopped it (raise --timeout if the host is slow)" ;;
+    esac
 }
 report() {
     out pid "$(read_file "$1/pid")"

@@ -27,11 +27,9 @@ describe() {
     file_into node "$state/node"
     out node "$node"
     out_file root "$state/root"
-    if live_owner "$state" >/dev/null; then
-        out_file owner "$state/owner-client"
-    else
-        out owner ""
-    fi
+    # Every labhop attached to it, one per line (empty: none is).
+    owner_clients "$state" || :
+    out owner "$oc_clients"
     "describe_$kind" "$state"
     if [ "$with_token" = 1 ]; then file_into token "$state/token"; out token "$token"; fi
     fl_line=

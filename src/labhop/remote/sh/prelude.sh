@@ -199,22 +199,154 @@ proc_start_into() {
     fi
 }
 proc_start() { proc_start_into "$1"; printf '%s' "$ps_start"; }
-# The owner session recorded in $1/owner ("PID START"), if that process still runs.
-live_owner() {
-    file_into lo_owner "$1/owner"
-    set -f
-    # shellcheck disable=SC2086  # split on purpose; owner_script wrote "PID START" there
-    set -- $lo_owner
-    set +f
+# Sessions: each labhop attached to the server of state $1 holds an owner session (see
+# owner.sh), recorded in $1/owners/SESSION as "PID START" and the name of the browser token
+# it gave out (in $1/tokens, see remote/server_config.py), its client in SESSION.client.
+# A PID counts only while the process that started then still runs.
+live_pid() {
     [ -n "${1:-}" ] && [ -n "${2:-}" ] || return 1
     proc_start_into "$1"
-    [ "$ps_start" = "$2" ] && printf '%s' "$1"
+    [ "$ps_start" = "$2" ]
 }
-# End the owner session of state $1: after a network drop its sshd never learns that the
-# connection died, so it would stay on this host for hours.
-end_owner() {
-    p=$(live_owner "$1") || return 0
-    [ "$p" = "$$" ] || kill -TERM "$p" 2>/dev/null
+# Sets $sess_pid, $sess_start and $sess_token from session record $1.
+read_session() {
+    sess_pid='' sess_start='' sess_token=''
+    { IFS=' ' read -r sess_pid sess_start; IFS= read -r sess_token; } < "$1" 2>/dev/null
+    case $sess_token in *[!0-9a-f]*) sess_token='' ;; esac
+}
+# Remove session record $1 (of state $2) and the browser token it gave out.
+drop_session() {
+    read_session "$1"
+    [ -n "$sess_token" ] && rm -f "$2/tokens/$sess_token"
+    rm -f "$1" "$1.client"
+}
+# Sets $oc_clients to the clients of the live sessions of state $1, one per line; false
+# when none. Records of sessions that are gone (their labhop died with no word) are removed
+# with their tokens: a token is good only while its labhop holds the port it went out on.
+owner_clients() {
+    oc_clients='' oc_found=1
+    for oc_file in "$1"/owners/*; do
+        case $oc_file in *.client|*/\*) continue ;; esac
+        read_session "$oc_file"
+        if live_pid "$sess_pid" "$sess_start"; then
+            load "$oc_file.client" || got='?'
+            oc_clients=$oc_clients${oc_clients:+$nl}$got
+            oc_found=0
+        else
+            drop_session "$oc_file" "$1"
+        fi
+    done
+    if legacy_owner "$1"; then oc_clients=$oc_clients${oc_clients:+$nl}'an older labhop'; oc_found=0; fi
+    return "$oc_found"
+}
+# The live owner session of labhop 0.2, which kept one in $1/owner ("PID START"), in $lo_pid.
+legacy_owner() {
+    file_into lo_owner "$1/owner"
+    lo_pid=${lo_owner%% *}
+    [ "$lo_pid" != "$lo_owner" ] && live_pid "$lo_pid" "${lo_owner#* }"
+}
+# End session $2's earlier owner session on state $1 (the same labhop reconnected after a
+# network drop: its old sshd never learns that the connection died, so it would stay on
+# this host for hours). Another labhop's session is never touched.
+end_session() {
+    [ -f "$1/owners/$2" ] || return 0
+    read_session "$1/owners/$2"
+    if live_pid "$sess_pid" "$sess_start" && [ "$sess_pid" != "$$" ]; then
+        kill -TERM "$sess_pid" 2>/dev/null
+    fi
+    drop_session "$1/owners/$2" "$1"
+}
+# End every owner session of state $1 (its server is being stopped).
+end_owners() {
+    for eo_file in "$1"/owners/*; do
+        case $eo_file in *.client|*/\*) continue ;; esac
+        read_session "$eo_file"
+        live_pid "$sess_pid" "$sess_start" && kill -TERM "$sess_pid" 2>/dev/null
+        drop_session "$eo_file" "$1"
+    done
+    legacy_owner "$1" && kill -TERM "$lo_pid" 2>/dev/null
+    return 0
+}
+# TCP servers choose their own port (port 0: nothing to race for, and no port on any
+# command line). The port Jupyter (PID $1, runtime dir $2) took, from its runtime file, or,
+# where an older server writes 0 there, from its one listening socket; in $tcp_port.
+server_port() {
+    tcp_port=
+    for sp_file in "$2/jpserver-$1.json" "$2/nbserver-$1.json"; do
+        [ -f "$sp_file" ] || continue
+        # json.dump(indent=2) writes each key on a line of its own; a value (a folder's
+        # name) cannot forge such a line: its quotes are escaped.
+        tcp_port=$(sed -n 's/^ *"port": *\([0-9][0-9]*\),\{0,1\}$/\1/p' "$sp_file" 2>/dev/null)
+        case $tcp_port in ''|*[!0-9]*) tcp_port= ;; esac
+        break
+    done
+    [ -n "$tcp_port" ] && [ "$tcp_port" != 0 ] && return 0
+    tcp_port=$(pid_listen_ports "$1")
+    case $tcp_port in ''|*[!0-9]*) tcp_port=; return 1 ;; esac
+}
+# The inodes of the sockets PID $1 holds, one per line.
+pid_socket_inodes() {
+    # shellcheck disable=SC2012  # fd names are numbers; ls -l shows each one's target
+    ls -l "$proc_dir/$1/fd/" 2>/dev/null | sed -n 's/.*socket:\[\([0-9][0-9]*\)\]$/\1/p'
+}
+# Listening TCP sockets in /proc/net/tcp{,6}: "HEXPORT INODE" per line.
+tcp_listeners() {
+    # shellcheck disable=SC2016  # an awk program
+    awk '$4 == "0A" { n = split($2, a, ":"); print a[n], $10 }' \
+        "$proc_dir/net/tcp" "$proc_dir/net/tcp6" 2>/dev/null
+}
+# The port(s) PID $1 listens on, in decimal, one per line.
+pid_listen_ports() {
+    if [ -r "$proc_dir/net/tcp" ]; then
+        plp_inodes=$nl$(pid_socket_inodes "$1")$nl
+        tcp_listeners | while read -r plp_hex plp_inode; do
+            case $plp_inodes in *"$nl$plp_inode$nl"*) printf '%d\n' "0x$plp_hex" ;; esac
+        done | sort -u
+    else
+        lsof -nP -a -p "$1" -iTCP -sTCP:LISTEN -Fn 2>/dev/null | sed -n 's/^n.*:\([0-9][0-9]*\)$/\1/p' | sort -u
+    fi
+}
+# Whether every socket that listens on TCP port $2 belongs to PID $1 (and there is one):
+# 0 yes, 1 none listens yet, 2 another process listens there too.
+port_is_pids() {
+    if [ -r "$proc_dir/net/tcp" ]; then
+        pip_hex=$(printf '%04X' "$2")
+        pip_inodes=$nl$(pid_socket_inodes "$1")$nl
+        pip_mine=0 pip_other=0
+        pip_lines=$(tcp_listeners)
+        while read -r pip_port pip_inode; do
+            [ "$pip_port" = "$pip_hex" ] || continue
+            case $pip_inodes in
+                *"$nl$pip_inode$nl"*) pip_mine=1 ;;
+                *) pip_other=1 ;;
+            esac
+        done <<EOF_LISTENERS
+$pip_lines
+EOF_LISTENERS
+        [ "$pip_other" = 1 ] && return 2
+        [ "$pip_mine" = 1 ] && return 0
+        return 1
+    fi
+    # No /proc (macOS, BSD): lsof shows our own processes' sockets.
+    pip_pids=$(lsof -nP -iTCP:"$2" -sTCP:LISTEN -Fp 2>/dev/null | sed -n 's/^p//p' | sort -u)
+    [ -z "$pip_pids" ] && return 1
+    [ "$pip_pids" = "$1" ] && return 0
+    return 2
+}
+# Wait up to $3 s for TCP server PID $1 (runtime dir $2) to listen on a port of its own;
+# sets $tcp_port. 0: it does; 1: it died first; 2: another process listens on that port too;
+# 3: it did not listen in time.
+await_own_port() {
+    aop_n=0 aop_max=$(( $3 * 5 ))
+    while [ "$aop_n" -le "$aop_max" ]; do
+        kill -0 "$1" 2>/dev/null || return 1
+        if server_port "$1" "$2"; then
+            aop_rc=0; port_is_pids "$1" "$tcp_port" || aop_rc=$?
+            [ "$aop_rc" = 1 ] || return "$aop_rc"
+        fi
+        nap; aop_n=$((aop_n + 1))
+    done
+    return 3
 }
 # The backend that runs the server of state entry $1, as its launch wrote it ("host" for
 # entries of labhop 0.1, which wrote none). Scripts that read every backend's entries hold

@@ -5,8 +5,8 @@
 # Variables set here are read by the other fragments of the same script.
 # shellcheck disable=SC2034
 # Activate the environment, find Jupyter in it, resolve the root directory, and decide
-# the Jupyter flavour and transport; $1 is the address a TCP server would bind to.
-# Sets exe_path, root, py, cfg, transport, port and ws_ping.
+# the Jupyter flavour and transport. Sets exe_path, root, py, cfg, transport, ws_ping and
+# idp (1: the server takes labhop's private config, sh/server_config.py).
 prepare_jupyter() {
     activate
     exe_path=$(command -v "jupyter-$app" 2>/dev/null) \
@@ -25,14 +25,30 @@ prepare_jupyter() {
     py=$(dirname "$exe_path")/python
     [ -x "$py" ] || py=$(command -v python3 2>/dev/null) || py=
     flavour=
-    [ -n "$py" ] && flavour=$("$py" -c "$flavour_py" "$app" "$transport" "$1" 2>/dev/null)
-    [ -n "$flavour" ] || flavour="ServerApp $transport 0"
+    [ -n "$py" ] && flavour=$("$py" -c "$flavour_py" "$app" "$transport" 2>/dev/null)
+    [ -n "$flavour" ] || flavour="ServerApp $transport 0 0"
     # shellcheck disable=SC2086  # split on purpose: flavour.py prints four words
-    set -- $flavour; cfg=$1; transport=$2; port=$3; ws_ping=${4:-0}
+    set -- $flavour; cfg=$1; transport=$2; ws_ping=${3:-0}; idp=${4:-0}
+}
+# The server's private configuration (state $1): a directory of its own, first in
+# JUPYTER_CONFIG_PATH, so the user's ~/.jupyter and the env's files are read as always, after
+# it; nothing of theirs is written. Its file gives each labhop session a browser token of its
+# own (sh/server_config.py). Servers without jupyter_server 2's IdentityProvider get none.
+private_config() {
+    [ "$idp" = 1 ] || return 0
+    mkdir -m 700 "$1/config" "$1/tokens" 2>/dev/null
+    # shellcheck disable=SC2015  # fail when either is not private
+    private_dir "$1/config" && private_dir "$1/tokens" \
+        || fail "$exit_state_unusable" "cannot create $1/config on $fail_host"
+    printf '%s\n' "$server_config_py" > "$1/config/jupyter_server_config.py" \
+        || fail "$exit_state_unusable" "cannot write $1/config on $fail_host"
+    JUPYTER_CONFIG_PATH=$1/config${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}
+    export JUPYTER_CONFIG_PATH
 }
 # The Jupyter command line of both backends (a host's launch.sh, a Slurm job's job.sh):
-# $1 is unix (serve on the socket $2) or tcp (listen on the address $2, port $port).
-# Sets $endpoint, then runs the function $3 with the command line as its arguments (a
+# $1 is unix (serve on the socket $2) or tcp (listen on the address $2, on a port of the
+# server's own choosing: see await_own_port). Sets $endpoint (for tcp, the address and a
+# port to learn), then runs the function $3 with the command line as its arguments (a
 # function cannot set its caller's "$@").
 with_jupyter_command() {
     jupyter_on=$1 jupyter_at=$2 jupyter_then=$3
@@ -43,8 +59,8 @@ with_jupyter_command() {
         set -- "$@" "--$cfg.sock=$jupyter_at" "--$cfg.sock_mode=0600"
         endpoint=unix:$jupyter_at
     else
-        set -- "$@" "--$cfg.ip=$jupyter_at" "--$cfg.port=$port" "--$cfg.port_retries=0"
-        endpoint=tcp:$jupyter_at:$port
+        set -- "$@" "--$cfg.ip=$jupyter_at" "--$cfg.port=0" "--$cfg.port_retries=0"
+        endpoint=tcp:$jupyter_at:
     fi
     if [ "$idle_timeout" -gt 0 ]; then
         set -- "$@" "--$cfg.shutdown_no_activity_timeout=$idle_timeout" \

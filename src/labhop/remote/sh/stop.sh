@@ -52,7 +52,7 @@ main() {
         nap
         sweep KILL
     fi
-    end_owner "$state"
+    end_owners "$state"
     # The socket path the launch recorded, never a guess: it may be in a fallback dir.
     load "$state/endpoint" || got=
     case $got in unix:*) rm -f "${got#unix:}" ;; esac
