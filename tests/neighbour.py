@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +26,16 @@ NEIGHBOUR = "lhneighbour"
 SQUATTER = r"""
 import json, os, re, socket, sys, threading, time
 mode = sys.argv[1]
+said = threading.Lock()
+
+def say(event):
+    # One line per event even when many connections answer at once.
+    with said:
+        sys.stdout.write(json.dumps(event) + "\n")
+        sys.stdout.flush()
 
 def serve(sock):
-    print(json.dumps({"bound": sock.getsockname()[1]}), flush=True)
+    say({"bound": sock.getsockname()[1]})
     while True:
         conn, _ = sock.accept()
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
@@ -49,7 +57,7 @@ def handle(conn):
             while len(data) < length:
                 data += conn.recv(65536)
             data = data[length:]
-            print(json.dumps({"method": method, "path": path, "headers": headers}), flush=True)
+            say({"method": method, "path": path, "headers": headers})
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 2\r\n\r\n[]")
     except OSError:
@@ -85,7 +93,7 @@ else:
             for port in re.findall(r"port=(\d+)", line):
                 if port != "0" and port not in seen:
                     seen.add(port)
-                    print(json.dumps({"saw": line}), flush=True)
+                    say({"saw": line})
                     try:
                         threading.Thread(target=serve, args=(bind(int(port)),),
                                          daemon=True).start()
@@ -114,7 +122,11 @@ class Squatter:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            self.events.append(json.loads(line))
+            try:
+                self.events.append(json.loads(line))
+            except ValueError:
+                # Kept where the test can see it: a lost event must never read as no event.
+                self.events.append({"garbled": line})
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -129,10 +141,14 @@ class Squatter:
             time.sleep(0.02)
         raise AssertionError("the squatter never got the port")
 
-    def wait_requests(self, count: int, timeout: float) -> list[dict[str, Any]]:
+    def wait_requests(self, count: int, timeout: float,
+                      where: Callable[[dict[str, Any]], object] = bool) -> list[dict[str, Any]]:
+        """Every request so far, once `count` of them satisfy `where` (or at the timeout)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(self.requests) < count:
+        while (time.monotonic() < deadline
+               and sum(1 for request in self.requests if where(request)) < count):
             time.sleep(0.1)
+        assert not [event for event in self.events if "garbled" in event], self.events
         return self.requests
 
     def stop(self) -> None:

@@ -139,7 +139,7 @@ def test_what_a_tab_hands_a_squatter_opens_nothing_after_a_move_or_a_keep_exit(
                     assert squatter.wait_bound(timeout=60) == old_port
                     relay.resume()
                     moved = run.wait_for(rf"moved to \d+: {URL}", timeout=120)
-                    captured = squatter.wait_requests(5, timeout=60)
+                    captured = squatter.wait_requests(2, timeout=90, where=token_of)
             assert {token_of(request) for request in captured} - {""} == {first["token"]}
             new_port = int(moved["port"])
             assert moved["token"] != first["token"]
@@ -155,7 +155,7 @@ def test_what_a_tab_hands_a_squatter_opens_nothing_after_a_move_or_a_keep_exit(
                 with Squatter.start("port", str(new_port)) as squatter:
                     ctrl_c(run)
                     assert squatter.wait_bound(timeout=30) == new_port
-                    kept = squatter.wait_requests(5, timeout=60)
+                    kept = squatter.wait_requests(2, timeout=90, where=token_of)
     assert {token_of(request) for request in kept} - {""} == {moved["token"]}
     with LabhopProcess.start("attach", "-F", str(sshd.config), "gpubox", "tok",
                              "--no-browser") as attached:
