@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.testbed import (
+    USER,
     Askpass,
     SlurmCluster,
     Sshd,
@@ -55,6 +56,21 @@ def runtime_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pat
         yield runtime
     finally:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for `pytest -n 2 --dist loadgroup` (scripts/dev test): a module's tests stay on
+    one worker, so its module fixtures start once, and every test of the one-node Slurm
+    cluster on one worker, so that no job queues behind the other worker's. Each worker is
+    a test user of its own (tests/testbed.py), so the groups cannot see each other's servers."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        uses_slurm = ("slurm" in getattr(item, "fixturenames", ())
+                      # a backend test's "slurm" parameter submits jobs without the fixture
+                      or (callspec is not None and "slurm" in callspec.params.values()))
+        group = "slurm" if uses_slurm else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _require(what: str, problems: list[str], advice: str = "") -> None:
@@ -133,11 +149,11 @@ def _clean_remote(when: str) -> None:
     # Jobs first: a job's processes are lhtest's too, and Slurm would report them failed.
     cancelled = cancel_user_jobs()
     if cancelled:
-        print(f"cancelled leftover Slurm jobs of lhtest {when} the test: {cancelled}")
+        print(f"cancelled leftover Slurm jobs of {USER} {when} the test: {cancelled}")
     killed = kill_user_processes()
     if killed:
         # Shown with the test's captured output when it fails.
-        print(f"killed leftover lhtest processes {when} the test: {killed}")
+        print(f"killed leftover {USER} processes {when} the test: {killed}")
     reset_remote_state()
 
 

@@ -22,7 +22,8 @@ NEIGHBOUR = "lhneighbour"
 
 # port N: bind 127.0.0.1:N as soon as it is free, then serve. race: watch every command
 # line on the machine for a port a server is about to take (`port=N`, as labhop passed it
-# once) and take it first.
+# once) and take it first. Only the victim's (uid argv[2]): the suite's other worker runs
+# servers of its own user beside this one.
 SQUATTER = r"""
 import json, os, re, socket, sys, threading, time
 mode = sys.argv[1]
@@ -83,12 +84,17 @@ if mode == "port":
     serve(sock)
 else:
     seen = set()
+    victim = sys.argv[2]
     while True:
         for pid in os.listdir("/proc"):
             try:
+                with open(f"/proc/{pid}/status") as f:
+                    uid = next(l.split()[1] for l in f if l.startswith("Uid:"))
+                if uid != victim:
+                    continue
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     line = f.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
+            except (OSError, StopIteration):
                 continue
             for port in re.findall(r"port=(\d+)", line):
                 if port != "0" and port not in seen:

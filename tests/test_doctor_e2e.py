@@ -21,7 +21,7 @@ from labhop.commands.doctor_checks import LABELS
 from tests.labhop_cli import Result, run_labhop
 from tests.test_gpus_e2e import Install, nvidia_smi  # noqa: F401 -- the fixture
 from tests.test_start_e2e import wait_until_no_user_processes
-from tests.testbed import HOME, Askpass, SlurmCluster, Sshd, start_sshd, user_processes
+from tests.testbed import HOME, USER, Askpass, SlurmCluster, Sshd, start_sshd, user_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -79,9 +79,9 @@ def test_everything_passes_on_the_test_host(sshd: Sshd, nvidia_smi: Install,  # 
     assert marks(result) == ["✓"] * 10 + [SKIP]
     checks = lines(result)
     assert checks["ssh client"].split(None, 3)[3].startswith("OpenSSH_")
-    assert "lhtest@127.0.0.1 port " in checks["ssh config"]
+    assert f"{USER}@127.0.0.1 port " in checks["ssh config"]
     assert "no jump host" in checks["ssh config"]
-    assert "logged in to " in checks["login"] and " as lhtest in " in checks["login"]
+    assert "logged in to " in checks["login"] and f" as {USER} in " in checks["login"]
     assert "/bin/bash, run as a login shell (bash -l); PATH=" in checks["login shell"]
     assert f"{HOME}/jvenv/bin" in checks["login shell"]
     assert f"venv:~/jvenv activates (prefix {HOME}/jvenv)" in checks["environment"]

@@ -19,7 +19,7 @@ from tests import jupyter_api
 from tests.labhop_cli import LabhopProcess, run_labhop
 from tests.relay import Relay, write_flaky_config
 from tests.test_start_e2e import STATE, URL, browser_env, start, wait_until_no_user_processes
-from tests.testbed import Sshd, user_processes
+from tests.testbed import USER, Sshd, user_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -78,9 +78,9 @@ def test_start_says_each_step_then_ready_then_stopped(sshd: Sshd, tmp_path: Path
         match = re.fullmatch(URL, ready["url"])
         assert match is not None, ready["url"]
         assert (int(match["port"]), match["token"]) == (ready["port"], ready["token"])
-        assert run_code_through(ready["url"]) == "lhtest 42"
+        assert run_code_through(ready["url"]) == f"{USER} 42"
         assert ready["server_url"] == f"http://127.0.0.1:{ready['port']}/?token={ready['token']}"
-        assert run_code_through(ready["server_url"]) == "lhtest 42"
+        assert run_code_through(ready["server_url"]) == f"{USER} 42"
 
         # The human text is all on stderr, the URL included.
         labhop.wait_for(r'"message": "Press Ctrl\+C to stop the server and its kernels\."')
@@ -140,7 +140,7 @@ def test_attach_to_a_kept_server(sshd: Sshd) -> None:
         ready = ready_event(labhop, timeout=60)
         assert (ready["name"], ready["host"], ready["pid"]) == ("proj", "gpubox", pid)
         assert ready["token"] != url["token"]  # this labhop's own (see test_neighbour_e2e)
-        assert run_code_through(ready["url"]) == "lhtest 42"
+        assert run_code_through(ready["url"]) == f"{USER} 42"
         labhop.wait_for(r'"message": "Press Ctrl\+C to close the tunnel')
         labhop.interrupt()
         assert labhop.wait(30) == 0, labhop.stderr
@@ -169,7 +169,7 @@ def test_a_dropped_connection_is_reconnecting_then_reconnected(sshd: Sshd,
             assert lines[kinds.index("reconnected")] == {
                 "event": "reconnected", "url": ready["url"], "port": ready["port"],
                 "moved": False, "forwards": []}
-            assert run_code_through(ready["url"]) == "lhtest 42"
+            assert run_code_through(ready["url"]) == f"{USER} 42"
             labhop.interrupt()
             assert labhop.wait(30) == 0, labhop.stderr
         assert events(labhop.output)[-1]["event"] == "stopped"

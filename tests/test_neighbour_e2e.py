@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from tests.labhop_cli import LabhopProcess, run_labhop
 from tests.neighbour import Squatter, credentials
 from tests.relay import Relay, write_flaky_config
 from tests.test_start_e2e import URL, stop_with_ctrl_c
-from tests.testbed import Sshd, start_sshd
+from tests.testbed import USER, Sshd, start_sshd
 
 pytestmark = pytest.mark.e2e
 
@@ -179,7 +180,7 @@ def nostream_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 def test_a_neighbour_racing_for_the_tcp_port_gets_nothing(nostream_sshd: Sshd) -> None:
     """On the TCP fallback the server takes a port of its own choosing (none on any command
     line to race for), and labhop talks to it only once that port is the server's."""
-    with Squatter.start("race") as squatter:
+    with Squatter.start("race", str(pwd.getpwnam(USER).pw_uid)) as squatter:
         with LabhopProcess.start("-F", str(nostream_sshd.config), "nostream", "--name", "race",
                                  "--no-browser") as run:
             url = run.wait_for(URL, timeout=120)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.relay import Relay, write_flaky_config
-from tests.testbed import Sshd, user_processes
+from tests.testbed import USER, Sshd, user_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -155,7 +155,7 @@ def test_a_cut_abandons_open_sessions_but_new_connections_work(relay: Relay, fla
     # sshd closed too (nothing sends it SIGHUP).
     time.sleep(1)
     assert _remote_commands("sleep 300"), user_processes()
-    assert _remote_commands("sshd: lhtest@notty"), user_processes()
+    assert _remote_commands(f"sshd: {USER}@notty"), user_processes()
     assert not relay.paused
 
 

@@ -17,7 +17,7 @@ from labhop.ssh.ports import preferred_port
 from tests import jupyter_api
 from tests.labhop_cli import LabhopProcess, Result, run_labhop
 from tests.test_start_e2e import STATE, URL, start, wait_until_no_user_processes
-from tests.testbed import Sshd, processes_with_in_cmdline, user_processes
+from tests.testbed import HOME, Sshd, processes_with_in_cmdline, user_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,7 @@ def test_keep_then_ls_logs_attach_and_stop(sshd: Sshd) -> None:
     header, row = table.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "APP", "ENV", "ROOT", "STARTED", "AGE", "STATE", "PID",
                               "KERNELS"]
-    assert row.split()[:4] == ["proj", "lab", "venv:~/jvenv", "/home/lhtest/proj"]
+    assert row.split()[:4] == ["proj", "lab", "venv:~/jvenv", str(HOME / "proj")]
     assert "kept" in row
 
     [entry] = listed(sshd)
@@ -92,7 +92,7 @@ def test_two_servers_names_and_stop_all(sshd: Sshd) -> None:
     start_kept(sshd, "two")
     assert sorted(str(e["name"]) for e in listed(sshd)) == ["one", "two"]
     roots = {str(e["name"]): e["root_dir"] for e in listed(sshd)}
-    assert roots == {"one": "/home/lhtest/proj", "two": "/home/lhtest"}
+    assert roots == {"one": str(HOME / "proj"), "two": str(HOME)}
 
     unnamed = labhop(sshd, "attach", "gpubox", "--no-browser")
     assert unnamed.rc == 27

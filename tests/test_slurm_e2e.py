@@ -13,13 +13,13 @@ import pytest
 from tests import jupyter_api
 from tests.labhop_cli import LabhopProcess, run_labhop
 from tests.test_start_e2e import URL, start, wait_until_no_user_processes
-from tests.testbed import SlurmCluster
+from tests.testbed import USER, SlurmCluster
 
 pytestmark = pytest.mark.e2e
 
 
 def squeue() -> str:
-    return subprocess.run(["squeue", "-h", "-u", "lhtest", "-o", "%i %T"], capture_output=True,
+    return subprocess.run(["squeue", "-h", "-u", USER, "-o", "%i %T"], capture_output=True,
                           text=True, check=False, timeout=30).stdout.strip()
 
 

@@ -20,6 +20,7 @@ from tests import jupyter_api
 from tests.labhop_cli import LabhopProcess, run_labhop
 from tests.testbed import (
     HOME,
+    USER,
     Sshd,
     listening_addresses,
     processes_with_in_cmdline,
@@ -66,7 +67,7 @@ def test_lab_in_a_venv_runs_code_and_ctrl_c_leaves_nothing(sshd: Sshd) -> None:
             token,
             "import os, sys, getpass\nprint(getpass.getuser(), os.getcwd(), sys.prefix)\n6 * 7",
         )
-        assert output.split() == ["lhtest", str(HOME / "proj"), str(HOME / "jvenv"), "42"]
+        assert output.split() == [USER, str(HOME / "proj"), str(HOME / "jvenv"), "42"]
 
         # Security: the token is on no command line, the local end is loopback only, and
         # the remote socket is private.
@@ -172,11 +173,11 @@ def test_keep_leaves_the_server_running_and_says_how_to_find_it(sshd: Sshd) -> N
         (["nosuchhost.invalid"], 10, "unknown host 'nosuchhost.invalid'"),
         (["gpubox-badhostkey"], 13, "host key of gpubox-badhostkey has changed"),
         (["gpubox-down"], 11, "refused the connection"),
-        (["gpubox", "--env", "venv:~/nope"], 20, "no virtualenv at /home/lhtest/nope on gpubox"),
+        (["gpubox", "--env", "venv:~/nope"], 20, f"no virtualenv at {HOME}/nope on gpubox"),
         (["gpubox", "--env", "conda:nope"], 20, "conda environment 'nope' not found on gpubox"),
         (["gpubox", "--env", "venv:~/emptyvenv"], 21, "jupyter-lab is not installed in venv"),
         (["gpubox", "--dir", "~/no-such-dir"], 22,
-         "server root /home/lhtest/no-such-dir does not exist on gpubox"),
+         f"server root {HOME}/no-such-dir does not exist on gpubox"),
         (["gpubox", "--env", "python3"], 2, "bad --env 'python3'"),
         (["gpubox", "--", "--ServerApp.root_dir=/no/such/dir"], 23, "exited during start-up"),
     ],

@@ -21,7 +21,7 @@ from tests.labhop_cli import run_labhop
 from tests.test_json_e2e import run_code_through
 from tests.test_servers_e2e import start_kept
 from tests.test_start_e2e import URL, start, wait_until_no_user_processes
-from tests.testbed import HOME, Sshd
+from tests.testbed import HOME, USER, Sshd
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def on_a_terminal(sshd: Sshd, *args: str, timeout: float = 60) -> tuple[int, byt
 
 def test_an_escape_sequence_in_a_folder_name_reaches_the_terminal_escaped(sshd: Sshd) -> None:
     root = HOME / HOSTILE
-    subprocess.run(["runuser", "-u", "lhtest", "--", "mkdir", "-p", str(root)], check=True)
+    subprocess.run(["runuser", "-u", USER, "--", "mkdir", "-p", str(root)], check=True)
     start_kept(sshd, "hostile", "--dir", str(root), "--env", "venv:~/jvenv")
 
     status, shown = on_a_terminal(sshd, "ls", "gpubox")
@@ -104,7 +104,7 @@ def test_a_noisy_login_file_neither_breaks_a_start_nor_forges_a_value(sshd: Sshd
             assert len(url["token"]) == 48  # not the "forged" one
             assert url["path"] == "/lab", run.output
             assert run_code_through(f"http://127.0.0.1:{url['port']}/?token={url['token']}"
-                                    ) == "lhtest 42"
+                                    ) == f"{USER} 42"
             run.interrupt()
             assert run.wait(30) == 0, run.output
     finally:

@@ -57,6 +57,7 @@ def test_only_a_login_shell_finds_jupyter(sshd: Sshd) -> None:
         ("bare", f"{HOME}/miniforge3/envs/bare", ""),
         ("base", f"{HOME}/miniforge3", ""),
     ],
+    ids=["jl", "bare", "base"],  # the same on every xdist worker, whose HOMEs differ
 )
 def test_conda_stand_in_activates(sshd: Sshd, env: str, expected_prefix: str, jupyter: str) -> None:
     script = f'. {CONDA_SH} && conda activate {env} && echo "$CONDA_PREFIX" && command -v jupyter'

@@ -27,8 +27,27 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-USER = "lhtest"
-HOME = Path("/home/lhtest")
+# The remote users of the test bed (scripts/testbed-setup makes each alike). `scripts/dev
+# test` runs the end-to-end tests in two pytest-xdist workers, each with a user of its own
+# (its own sshd, processes, state and Slurm jobs), so that one worker's cleanup can never
+# touch the other's servers. Outside xdist, or with LABHOP_TEST_USER, one user.
+TEST_USERS = ("lhtest", "lhtest2")
+
+
+def _worker_user() -> str:
+    chosen = os.environ.get("LABHOP_TEST_USER")
+    if chosen:
+        return chosen
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    if index >= len(TEST_USERS):
+        raise RuntimeError(f"the test bed has {len(TEST_USERS)} users: run at most "
+                           f"-n {len(TEST_USERS)} (xdist worker {worker})")
+    return TEST_USERS[index]
+
+
+USER = _worker_user()
+HOME = Path("/home") / USER
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")
 DEFAULT_ALIAS = "gpubox"

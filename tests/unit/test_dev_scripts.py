@@ -113,7 +113,7 @@ def test_setup_installs_everything_the_tests_use(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert calls[0] == "slurm-setup --check"  # before anything is installed
     assert installed(calls) == DEMO_PACKAGES | TEST_PACKAGES
-    assert "testbed-setup " in calls
+    assert "testbed-setup lhtest lhtest2" in calls  # a test user per e2e worker
     assert "slurm-setup " in calls
     assert "pip install --quiet --disable-pip-version-check -e .[test]" in calls
 
