@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import subprocess
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -63,7 +64,9 @@ def test_a_job_pending_past_the_deadline_is_cancelled(slurm: SlurmCluster) -> No
     assert result.rc == 31, result.stderr
     assert "was still pending after 5 s" in result.stderr
     assert "labhop cancelled it" in result.stderr
-    assert "PENDING" in result.stderr  # the queue state was shown while waiting
+    # Why it waited, in words, while it waited and in the last line.
+    assert ": queued, waiting for its begin time" in result.stderr
+    assert "pending after 5 s (waiting for its begin time)" in result.stderr
     assert squeue() == ""
 
 
@@ -74,6 +77,40 @@ def test_a_job_near_its_walltime_is_announced_and_warned(slurm: SlurmCluster) ->
         run.wait_for(r"the Slurm job ends in 8m \(walltime\); save your work", timeout=30)
         run.interrupt()
         assert run.wait(60) == 0, run.output
+    assert squeue() == ""
+
+
+def json_events(run: LabhopProcess, kind: str) -> list[dict[str, object]]:
+    """The --json events of `kind` labhop printed so far."""
+    found = []
+    for line in run.output.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") == kind:
+                found.append(event)
+    return found
+
+
+def test_a_job_at_its_walltime_is_warned_then_ends_labhop_with_its_own_status(
+        slurm: SlurmCluster) -> None:
+    """A one-minute job: ready carries its end, the 2-minute warning comes at once (the
+    10-minute one is past already), and the limit ends labhop with status 32."""
+    started = datetime.now().astimezone()
+    with start(slurm.login, "gpubox", "--name", "wall", "--json", "--slurm",
+               "-p gpu -t 1") as run:
+        run.wait_for(r'"event": "ready"', timeout=120)
+        [ready] = json_events(run, "ready")
+        assert isinstance(ready["time_left_s"], int) and 0 < ready["time_left_s"] <= 60
+        ends = datetime.fromisoformat(str(ready["ends_at"]))
+        assert ends.tzinfo is not None
+        assert started < ends <= started + timedelta(seconds=90), (started, ends)
+        run.wait_for(r'"event": "walltime"', timeout=30)
+        assert [event["warning_s"] for event in json_events(run, "walltime")] == [120]
+        assert "the Slurm job ends in" in run.output
+        assert run.wait(150) == 32, run.output
+    [error] = json_events(run, "error")
+    assert error["code"] == 32
+    assert "reached its walltime and Slurm ended it" in str(error["message"])
     assert squeue() == ""
 
 
@@ -137,7 +174,8 @@ def test_detach_no_wait_returns_once_queued_and_attach_waits_for_the_job(
     result = run_labhop("-F", str(sshd.config), "gpubox", "--name", "nw", "--slurm",
                         "-p gpu --begin=now+10", "--detach", "--no-wait", timeout=60)
     assert result.rc == 0, result.stderr
-    job = re.search(r"submitted Slurm job (\d+) for 'nw' on gpubox: PENDING", result.stderr)
+    job = re.search(r"submitted Slurm job (\d+) for 'nw' on gpubox: queued, waiting for its "
+                    r"begin time", result.stderr)
     assert job is not None, result.stderr
     jobid = job[1]
     assert squeue() == f"{jobid} PENDING"
@@ -146,7 +184,7 @@ def test_detach_no_wait_returns_once_queued_and_attach_waits_for_the_job(
     # The printed command works while the job still waits: attach waits until it runs.
     with LabhopProcess.start(*shlex.split(hint)[1:], "--no-browser") as attached:
         url = attached.wait_for(URL, timeout=120)
-        assert f"job {jobid}: PENDING" in attached.output
+        assert f"job {jobid}: queued, waiting for its begin time" in attached.output
         output, _ = jupyter_api.execute(f"http://127.0.0.1:{url['port']}", url["token"],
                                         "print(6 * 7)")
         assert output.strip() == "42"

@@ -36,6 +36,7 @@ class ExitStatus(IntEnum):
     SERVER_ENDED = 29
     SLURM_REFUSED = 30
     SLURM_PENDING = 31
+    WALLTIME_REACHED = 32
     INTERNAL = 70  # a bug in labhop (sysexits' EX_SOFTWARE): the front door's catch-all
     INTERRUPTED = 130
 
@@ -129,6 +130,12 @@ class ServerEndedError(RemoteError):
     a job's walltime. (A stop someone asked for, `labhop stop`, is no error.)"""
 
     status = ExitStatus.SERVER_ENDED
+
+
+class WalltimeReachedError(ServerEndedError):
+    """A Slurm job reached its time limit (-t) while a labhop was attached."""
+
+    status = ExitStatus.WALLTIME_REACHED
 
 
 class StartTimeoutError(RemoteError):

@@ -82,6 +82,7 @@ class Status:
     listening: bool | None
     log: str
     job: squeue.JobState | None = None
+    ended_as: str = ""  # a job that left the queue: its final state, if Slurm still says
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class Health:
     # Whether its state entry is still there: `labhop stop` removes it, a server that
     # ends by itself (idle timeout, crash, walltime) leaves it for the log.
     known: bool = True
+    # Why it ended, where the backend knows: a job's final Slurm state ("TIMEOUT").
+    ended_as: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,8 @@ class BackendOptions:
     sbatch_args: tuple[str, ...] = ()
     queue_timeout: float = 900.0
     progress: Callable[[str], None] = lambda _message: None
+    # A --json event: event("queued", reason=...).
+    event: Callable[..., None] = lambda _name, **_fields: None
 
 
 def script_failure(result_stdout: str, result_stderr: str, returncode: int,
@@ -212,12 +217,17 @@ class Backend(abc.ABC):
         return (f"'{server.name}' on {host} has ended by itself (its --idle-timeout, or a "
                 "crash)")
 
+    def walltime_message(self, server: Server) -> str:
+        """What to say when the backend ended an attached server at its time limit."""
+        return f"'{server.name}' reached its time limit and was ended"
+
     def ending_soon_message(self, seconds_left: int) -> str:
         return (f"the server ends in {squeue.format_duration(seconds_left)} (its time limit); "
                 "save your work")
 
-    def time_limit_line(self, server: Server) -> str | None:
-        """Said once at ready where the backend ends servers at a time limit; else None."""
+    def time_left(self, server: Server) -> int | None:
+        """Seconds until the backend ends the server (a job's walltime); None: no limit.
+        Asked once at ready; the session's checks read Health.time_left_s."""
         del server
         return None
 

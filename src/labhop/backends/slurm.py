@@ -84,6 +84,11 @@ class SlurmBackend(Backend):
             if job.describe() != shown:
                 shown = job.describe()
                 self.options.progress(f"job {jobid}: {shown}")
+                if job.state == "PENDING":
+                    # A change of reason or estimate: the start time is Slurm's, as it
+                    # prints it (the cluster's local time).
+                    self.options.event("queued", jobid=jobid, reason=job.reason or "None",
+                                       why=job.reason_words, start=job.start or None)
             if job.state == "PENDING" and time.monotonic() > deadline:
                 raise self._still_pending(name, jobid, job, cancel=cancel_pending)
             time.sleep(0.5)  # a fresh job usually starts within a second
@@ -91,7 +96,7 @@ class SlurmBackend(Backend):
     def _still_pending(self, name: str, jobid: str, job: squeue.JobState, *,
                        cancel: bool) -> SlurmPendingError:
         waited = (f"job {jobid} was still pending after {self.options.queue_timeout:.0f} s "
-                  f"({job.reason or 'no reason given'})")
+                  f"({job.reason_words})")
         if not cancel:
             stop = self.conn.target.command("stop", after=(name,))
             return SlurmPendingError(f"{waited}; it stays queued: attach again later, or "
@@ -120,7 +125,8 @@ class SlurmBackend(Backend):
         fields = self._job_fields(name, with_log=with_log)
         job = squeue.parse_job_line(fields.get("job"))
         return Status(known=fields.get("known") == "1", alive=job.state == "RUNNING",
-                      listening=None, log=fields.log, job=job)
+                      listening=None, log=fields.log, job=job,
+                      ended_as=fields.get("job_end").strip())
 
     def stop(self, name: str, *, expect_id: str = "") -> protocol.ScriptOutput:
         # scancel: Slurm sends SIGTERM (Jupyter's clean stop), then SIGKILL after KillWait.
@@ -132,7 +138,7 @@ class SlurmBackend(Backend):
         job = status.job
         alive = job is not None and not job.gone
         return Health(alive=alive, time_left_s=job.time_left_s if job else None,
-                      known=status.known)
+                      known=status.known, ended_as=status.ended_as)
 
     def where(self, server: Server) -> str:
         return f"job {server.jobid} on {server.node}"
@@ -152,9 +158,9 @@ class SlurmBackend(Backend):
         return (f"the Slurm job ends in {squeue.format_duration(seconds_left)} (walltime); "
                 "save your work")
 
-    def time_limit_line(self, server: Server) -> str | None:
-        seconds_left = self.health(server).time_left_s
-        if seconds_left is None:
-            return f"{self.where(server)}: no walltime limit"
-        return (f"{self.where(server)}: {squeue.format_duration(seconds_left)} of walltime "
-                "left; labhop warns 10 minutes before the end")
+    def walltime_message(self, server: Server) -> str:
+        return (f"Slurm job {server.jobid} running '{server.name}' reached its walltime and "
+                "Slurm ended it; ask for more time next start (-t in --slurm)")
+
+    def time_left(self, server: Server) -> int | None:
+        return self.health(server).time_left_s

@@ -27,6 +27,7 @@ Exit status:
   29  the server ended by itself while attached (idle timeout, crash)
   30  Slurm refused the job
   31  Slurm job still pending at --queue-timeout (a start cancels it)
+  32  Slurm job reached its walltime while attached
   70  internal error (a bug in labhop: please report it)
  130  interrupted before the server was ready
 """

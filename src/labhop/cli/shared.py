@@ -18,6 +18,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_IDLE_TIMEOUT = str(options.BUILT_IN_DEFAULTS["idle_timeout"])
 DEFAULT_START_TIMEOUT = str(options.BUILT_IN_DEFAULTS["timeout"])
 DEFAULT_QUEUE_TIMEOUT = str(options.BUILT_IN_DEFAULTS["queue_timeout"])
+DEFAULT_WALLTIME_WARNINGS = str(options.BUILT_IN_DEFAULTS["walltime_warnings"])
 
 JSON_HELP = ("For editors and scripts: JSON lines on stdout (progress, then ready with "
              "url, port, token, host, name, pid; stopped or error with code last); text "
@@ -67,7 +68,8 @@ _OPTION_KEYS = {
     "env_spec": "env", "app": "app", "gpu_spec": "gpus", "root_dir": "dir", "name": "name",
     "port": "port", "forward": "forward", "no_browser": "no_browser", "keep": "keep",
     "idle_timeout": "idle_timeout", "start_timeout": "timeout", "slurm_opts": "slurm",
-    "queue_timeout": "queue_timeout", "no_multiplex": "multiplex", "persist": "persist",
+    "queue_timeout": "queue_timeout", "walltime_warnings": "walltime_warnings",
+    "no_multiplex": "multiplex", "persist": "persist",
 }
 
 

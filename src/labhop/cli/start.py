@@ -14,6 +14,7 @@ from labhop.cli.shared import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_QUEUE_TIMEOUT,
     DEFAULT_START_TIMEOUT,
+    DEFAULT_WALLTIME_WARNINGS,
     JSON_HELP,
     forward_option,
     resolve_options,
@@ -63,6 +64,10 @@ from labhop.model import APPS, DEFAULT_APP
 @click.option("--queue-timeout", metavar="DURATION", default=DEFAULT_QUEUE_TIMEOUT,
               show_default=True,
               help="With --slurm: cancel the job if it is still pending after this long.")
+@click.option("--walltime-warnings", metavar="DURATIONS", default=DEFAULT_WALLTIME_WARNINGS,
+              show_default=True,
+              help="With --slurm: warn this long before the job's walltime ends, each once "
+                   "(comma-separated; \"\" for none).")
 @click.option("-d", "--detach", is_flag=True,
               help="Start the server (or find it), wait until it answers, print how to "
                    "attach, and exit 0: it keeps running, with no tunnel and no labhop left "

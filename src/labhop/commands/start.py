@@ -35,6 +35,7 @@ def start(resolved: Options, target: Target, ui: UI, *, path: str | None, as_jso
         jupyter_args=jupyter_args,
         slurm=resolved.slurm,
         queue_timeout=float(resolved.queue_timeout),
+        walltime_warnings=resolved.walltime_warnings,
         gpus=resolved.gpus,
         open_path=opening.normalize(path) if path is not None else "",
     )

@@ -52,6 +52,7 @@ BUILT_IN = "built-in"
 
 DURATION_ALLOWED = "use a duration like 90s, 30m, 1h30m, 4h, 2d4h or 0"
 WAIT_ALLOWED = "use a duration of at least 1s, like 90s, 2m or 1h30m"
+WARNINGS_ALLOWED = "use durations before the end, comma-separated, like 10m,2m (or \"\" for none)"
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,23 @@ def _wait(value: object) -> int:
     if seconds < 1:
         raise _Bad(WAIT_ALLOWED)
     return seconds
+
+
+def _warnings(value: object) -> tuple[int, ...]:
+    """--walltime-warnings: durations before a job's end, comma-separated; "" for none."""
+    text = _string(value)
+    marks: set[int] = set()
+    for part in (piece.strip() for piece in text.split(",")):
+        if not part:
+            continue
+        try:
+            seconds = parse_duration(part)
+        except ValueError:
+            seconds = 0
+        if seconds < 1:
+            raise _Bad(WARNINGS_ALLOWED)
+        marks.add(seconds)
+    return tuple(sorted(marks, reverse=True))
 
 
 def _env(value: object) -> model.EnvSpec | None:
@@ -311,6 +329,7 @@ OPTIONS: dict[str, Option] = {option.key: option for option in (
     Option("timeout", "--timeout", "120s", _wait),
     Option("slurm", "--slurm", None, _slurm),
     Option("queue_timeout", "--queue-timeout", "15m", _wait),
+    Option("walltime_warnings", "--walltime-warnings", "10m,2m", _warnings),
     Option("gpus", "--gpus", "", _gpus),
     # `multiplex = false` in the file is `--no-multiplex` on the command line.
     Option("multiplex", "--no-multiplex", True, _flag),
@@ -344,6 +363,7 @@ class Options:
     timeout: int
     slurm: tuple[str, ...] | None  # sbatch arguments; None: not a Slurm job
     queue_timeout: int
+    walltime_warnings: tuple[int, ...]  # seconds before a job's end, largest first
     gpus: str  # as typed, stripped; "" = not given (checked again once connected)
     multiplex: bool
     persist: int

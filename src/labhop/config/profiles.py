@@ -38,6 +38,7 @@ KEYS: dict[str, type] = {
     "gpus": str,
     "slurm": str,
     "queue_timeout": str,
+    "walltime_warnings": str,
     "multiplex": bool,
     "persist": str,
 }

@@ -76,7 +76,7 @@ JOB_KEYS = _keys("Slurm job script", "")
 
 
 JOB_STATUS_KEYS = _keys("job status script",
-                        "known jobid job endpoint pid node job_exit job_error", log=True)
+                        "known jobid job endpoint pid node job_exit job_error job_end", log=True)
 
 
 # `list_script`: outside its entries, and inside one (between `begin=NAME`, `end=NAME`).

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NoReturn
 
 from labhop import debuglog
-from labhop.backends.base import Backend, Server
-from labhop.errors import MasterBusyError, ServerEndedError, SSHError, with_log
+from labhop.backends.base import Backend, Health, Server
+from labhop.errors import (
+    MasterBusyError,
+    ServerEndedError,
+    SSHError,
+    WalltimeReachedError,
+    with_log,
+)
+from labhop.session import walltime
 from labhop.session.readiness import log_tail
 from labhop.session.tunnel import LocalTunnel, forward_fields, forward_line
+from labhop.session.walltime import Warnings
 from labhop.ssh.connection import Connection
 from labhop.ui import UI
 
@@ -33,7 +42,9 @@ RECONNECT_BACKOFF_S = (1, 2, 3, 5)
 SERVER_CHECK_S = 15.0
 
 
-WALLTIME_WARNING_S = 600
+# A job found gone within this much of the end its last check foresaw reached its walltime
+# (Slurm forgets a finished job's state after MinJobAge, which a site may set to seconds).
+WALLTIME_SLACK_S = 30.0
 
 
 class ServerStopped(Exception):
@@ -57,7 +68,9 @@ class KeepAlive:
     on_reconnecting: Callable[[], None]
     # The tunnel is back; whether the server's own port moved (the ownership mark).
     on_reconnected: Callable[[bool], None]
-    walltime_warned: bool = False
+    walltime: Warnings = field(default_factory=Warnings)
+    # The end the last check foresaw (time.monotonic()), for a job gone without a state.
+    foreseen_end: float | None = None
     # While the connection is too busy to answer (see _busy): said once, not per check.
     busy_since: float | None = None
 
@@ -108,11 +121,27 @@ class KeepAlive:
     def _check_health(self, server: Server) -> None:
         health = self.backend.health(server)
         if not health.alive:
+            if health.known and self._reached_walltime(health):
+                raise WalltimeReachedError(**with_log(self.backend.walltime_message(server),
+                                                      log_tail(self.backend, server)))
             self._ended(server, health.known, self.backend.ended_message(server, self.host))
         left = health.time_left_s
-        if left is not None and left <= WALLTIME_WARNING_S and not self.walltime_warned:
-            self.walltime_warned = True
-            self.ui.warn(self.backend.ending_soon_message(left))
+        if left is not None:
+            self.foreseen_end = time.monotonic() + left
+        mark = self.walltime.due(left)
+        if mark is not None and left is not None:
+            now = datetime.now().astimezone()
+            ends = walltime.end_time(left, now)
+            self.ui.warn(f"{self.backend.ending_soon_message(left)} (it ends at "
+                         f"{walltime.clock(ends, now)})")
+            self.ui.event("walltime", time_left_s=left, ends_at=walltime.iso(ends),
+                          warning_s=mark)
+
+    def _reached_walltime(self, health: Health) -> bool:
+        if health.ended_as:
+            return health.ended_as == "TIMEOUT"
+        return (self.foreseen_end is not None
+                and time.monotonic() >= self.foreseen_end - WALLTIME_SLACK_S)
 
     def _require_running(self, server: Server, gone: str) -> None:
         status = self.backend.status(server.name)

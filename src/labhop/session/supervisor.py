@@ -21,6 +21,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from labhop import model, opening, oscompat
@@ -37,7 +38,7 @@ from labhop.errors import (
     SocketForwardingRefusedError,
 )
 from labhop.model import APP_TABLE, DEFAULT_APP, Forward
-from labhop.session import browser
+from labhop.session import browser, walltime
 from labhop.session.keepalive import KeepAlive, ServerStopped
 from labhop.session.readiness import Readiness
 from labhop.session.tunnel import (
@@ -71,6 +72,8 @@ class StartRequest:
     # Run as a Slurm batch job with these sbatch options (HOST is the login node).
     slurm: tuple[str, ...] | None = None
     queue_timeout: float = 900.0
+    # Seconds before a job's walltime ends at which the session warns, largest first.
+    walltime_warnings: tuple[int, ...] = walltime.DEFAULT_WARNINGS_S
     gpus: str = ""  # --gpus as typed (checked by gpus.parse_gpu_selection); "" = not given
     open_path: str = ""  # PATH, as opening.normalize made it; "" = the app's start page
     # --detach: return once the server answers, leaving it running (as --keep) and no
@@ -179,7 +182,8 @@ class Session(abc.ABC):
         self._announce()
         KeepAlive(self._conn(), self._backend(), self._tunnel(), self.ui, self._host(),
                   url=self.url, on_reconnecting=self._withdraw_token,
-                  on_reconnected=self._reattach).run(self.server)
+                  on_reconnected=self._reattach,
+                  walltime=walltime.Warnings(self.request.walltime_warnings)).run(self.server)
 
     def _preferred_port(self) -> int:
         """The server's own port, derived from (host, name) (see ports.preferred_port)."""
@@ -262,15 +266,19 @@ class Session(abc.ABC):
         for end in self._tunnel().extra_ends:
             self.ui.result(forward_line(end, where))
         port = self._tunnel().port
+        now = datetime.now().astimezone()
+        left = backend.time_left(self.server)
+        ends = walltime.end_time(left, now) if left is not None else None
         # server_url: the server's root, which editors take as an "existing server" (some
-        # find no kernels behind the app's path, /lab).
+        # find no kernels behind the app's path, /lab). ends_at: a job's walltime end.
         self.ui.event("ready", url=self.url(first=True), port=port, token=self._token(),
                       host=self._host(), name=self.server.name,
                       pid=int(self.server.pid) if self.server.pid.isdigit() else self.server.pid,
                       app=self.request.app,
                       server_url=f"http://127.0.0.1:{port}/?token={self._token()}",
                       forwards=[forward_fields(end, where)
-                                for end in self._tunnel().extra_ends])
+                                for end in self._tunnel().extra_ends],
+                      time_left_s=left, ends_at=walltime.iso(ends) if ends else None)
         if self.request.open_browser:
             if oscompat.has_display():
                 page = browser.write_redirect_file(self._run_dir(), self.url(first=True))
@@ -279,9 +287,9 @@ class Session(abc.ABC):
             else:
                 self.ui.info("no display here, so no browser; open the URL above")
         self._after_ready()
-        time_limit = backend.time_limit_line(self.server)
-        if time_limit:
-            self.ui.info(time_limit)
+        if left is not None and ends is not None:
+            self.ui.info(walltime.limit_line(backend.where(self.server), left, ends, now,
+                                             self.request.walltime_warnings))
         if self._stops_server():
             self.ui.info("Press Ctrl+C to stop the server and its kernels.")
         else:
@@ -382,4 +390,5 @@ class Session(abc.ABC):
         return self.conn.run_dir
 
     def _backend_options(self) -> BackendOptions:
-        return BackendOptions(queue_timeout=self.request.queue_timeout, progress=self.ui.step)
+        return BackendOptions(queue_timeout=self.request.queue_timeout, progress=self.ui.step,
+                              event=self.ui.event)

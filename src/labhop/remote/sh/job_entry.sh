@@ -8,7 +8,7 @@
 # backend has). Only Slurm can say whether it is alive: its PID lives on another node.
 #
 # Its squeue line (state|reason|node|time left), empty once the job has ended.
-job_line() { squeue -h -j "$1" -o '%T|%r|%N|%L' 2>/dev/null | head -n 1; }
+job_line() { squeue -h -j "$1" -o '%T|%r|%N|%L|%S' 2>/dev/null | head -n 1; }
 # Sets `job` to the job's squeue line, which describe_slurm shows.
 alive_slurm() {
     job=$(job_line "$(read_file "$1/jobid")")

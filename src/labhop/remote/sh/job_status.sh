@@ -7,7 +7,10 @@
 status_fields() {
     jid=$(read_file "$state/jobid")
     out jobid "$jid"
-    out job "$(job_line "$jid")"
+    line=$(job_line "$jid")
+    out job "$line"
+    # A job that left the queue: how it ended, while Slurm still remembers (MinJobAge).
+    [ -n "$line" ] || out job_end "$(squeue -h -t all -j "$jid" -o '%T' 2>/dev/null | head -n 1)"
     out_file endpoint "$state/endpoint"
     out pid "$(read_file "$state/pid")"
     out node "$(read_file "$state/node")"
