@@ -60,8 +60,10 @@ def masters(runtime: Path) -> list[str]:
             if " -M " in f" {cmdline} "]
 
 
-def ssh_processes() -> list[tuple[int, str]]:
-    return [(pid, cmdline) for pid, cmdline in processes_with_in_cmdline("ssh")
+def ssh_processes(config: str) -> list[tuple[int, str]]:
+    """The ssh clients that read `config` (this test's; the suite's other worker has its
+    own sshd and config, and its masters beside ours)."""
+    return [(pid, cmdline) for pid, cmdline in processes_with_in_cmdline(config)
             if cmdline.split()[0] in ("ssh", "/usr/bin/ssh")]
 
 
@@ -346,7 +348,7 @@ def test_no_multiplex_starts_lists_and_stops_without_a_master(
         assert output.strip() == "direct"
         listed = run_labhop("ls", "-F", config, "gpubox", "--no-multiplex")
         assert listed.rc == 0 and "direct" in listed.stdout, listed.stderr
-        argvs = [cmd.split() for _, cmd in ssh_processes()]
+        argvs = [cmd.split() for _, cmd in ssh_processes(config)]
         assert argvs, "the tunnel is an ssh of its own"
         assert not [argv for argv in argvs if "-M" in argv or "-O" in argv], argvs
         assert not (runtime_dir / "labhop").exists() or not any(

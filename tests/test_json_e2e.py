@@ -71,8 +71,10 @@ def test_start_says_each_step_then_ready_then_stopped(sshd: Sshd, tmp_path: Path
 
         pid = int((STATE / "proj" / "pid").read_text())
         assert set(ready) == {"event", "url", "port", "token", "host", "name", "pid", "app",
-                              "server_url", "forwards"}
+                              "server_url", "forwards", "time_left_s", "ends_at"}
         assert ready["forwards"] == []
+        # A host's server has no walltime (a Slurm job's: test_slurm_e2e).
+        assert (ready["time_left_s"], ready["ends_at"]) == (None, None)
         assert (ready["host"], ready["name"], ready["pid"], ready["app"]) == (
             "gpubox", "proj", pid, "lab")
         match = re.fullmatch(URL, ready["url"])
